@@ -1,0 +1,277 @@
+/**
+ * The typed client library: submit (fire and forget), request (wait for the reply),
+ * stream (deltas then the final reply) and result (read or wait for a stored
+ * result). The CLI is built on it; it speaks the protocol, never worker internals.
+ */
+import {
+  createInbox,
+  headers as natsHeaders,
+  type JetStreamClient,
+  type JetStreamManager,
+  type MsgHdrs,
+  type NatsConnection,
+} from "nats";
+import type { Config } from "../config/schema.js";
+import { publishFailure } from "../nats/publish-errors.js";
+import { Code } from "../protocol/codes.js";
+import { H, JSON_TYPE, STREAM_DELTA, TEXT_TYPE } from "../protocol/headers.js";
+import { validateParams, type ChatParams } from "../protocol/request.js";
+import { readResult, type ResultView } from "../protocol/result.js";
+import { DEFAULT_SUBJECTS, idProblem, newId, subjectFor } from "../protocol/subjects.js";
+
+/** A refused submission or a failed wait; `code` is the wire error code. */
+export class ClientError extends Error {
+  override readonly name: string = "ClientError";
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly id?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** No reply within the timeout. The request stays queued: read it later with `result(id)`. */
+export class RequestTimeoutError extends ClientError {
+  override readonly name: string = "RequestTimeoutError";
+  constructor(id: string, timeoutMs: number) {
+    super(
+      Code.expired,
+      `no reply within ${timeoutMs} ms; the request ${id} is still queued — read it later with "nats-openai-proxy result ${id} --wait"`,
+      id,
+    );
+  }
+}
+
+export interface ClientNames {
+  requestsStream: string;
+  resultsStream: string;
+  requestsPrefix: string;
+  resultsPrefix: string;
+}
+
+export const DEFAULT_NAMES: ClientNames = Object.freeze({
+  requestsStream: "OPENAI_REQUESTS",
+  resultsStream: "OPENAI_RESULTS",
+  requestsPrefix: DEFAULT_SUBJECTS.requests,
+  resultsPrefix: DEFAULT_SUBJECTS.results,
+});
+
+/** Names from a loaded configuration. */
+export function namesFromConfig(c: Config): ClientNames {
+  return {
+    requestsStream: c.streams.requests,
+    resultsStream: c.streams.results,
+    requestsPrefix: c.streams.requests_prefix,
+    resultsPrefix: c.streams.results_prefix,
+  };
+}
+
+/** A prompt (text, the original format) or Chat Completions params (JSON). */
+export type RequestInput = string | (Partial<ChatParams> & { messages: ChatParams["messages"] });
+
+export interface SubmitOptions {
+  /** request id (default: a fresh one); a repeat inside the duplicate window is not queued twice */
+  id?: string;
+  /** where the reply goes besides the results stream */
+  replyTo?: string;
+  /** past this instant the API is not called (408) */
+  expiresAt?: Date | number;
+  /** extra headers (e.g. batch bookkeeping) */
+  headers?: Record<string, string>;
+  /** PubAck timeout */
+  timeoutMs?: number;
+}
+
+export interface Submitted {
+  id: string;
+  /** true when the id was already accepted inside the duplicate window */
+  duplicate: boolean;
+  seq: number;
+}
+
+export interface RequestOptions extends Omit<SubmitOptions, "replyTo"> {
+  /** how long to wait for the reply (default 60 s) */
+  timeoutMs?: number;
+  /** streaming: called with each chunk (chat.completion.chunk JSON) */
+  onDelta?: (chunk: unknown) => void;
+}
+
+const enc = new TextEncoder();
+
+/** Encodes a request body and its content type. Validates JSON params up front. */
+export function encodeInput(input: RequestInput): { data: Uint8Array; contentType: string } {
+  if (typeof input === "string") return { data: enc.encode(input), contentType: TEXT_TYPE };
+  // Validate with a placeholder model so a missing model stays missing (the proxy's default applies).
+  validateParams({ model: "-", ...input }, "-");
+  return { data: enc.encode(JSON.stringify(input)), contentType: JSON_TYPE };
+}
+
+export class ProxyClient {
+  private readonly js: JetStreamClient;
+
+  constructor(
+    readonly nc: NatsConnection,
+    private readonly jsm: JetStreamManager,
+    readonly names: ClientNames = DEFAULT_NAMES,
+  ) {
+    this.js = nc.jetstream();
+  }
+
+  /** Publishes a request into the work queue and resolves on its PubAck. */
+  async submit(input: RequestInput, o: SubmitOptions = {}): Promise<Submitted> {
+    const { data, contentType } = encodeInput(input);
+    return this.submitRaw(data, contentType, o);
+  }
+
+  /** Like `submit`, for a body already encoded. */
+  async submitRaw(
+    data: Uint8Array,
+    contentType: string,
+    o: SubmitOptions = {},
+  ): Promise<Submitted> {
+    const id = o.id ?? newId();
+    const problem = idProblem(id);
+    if (problem) throw new ClientError(Code.badRequest, problem, id);
+    const h: MsgHdrs = natsHeaders();
+    h.set(H.contentType, contentType);
+    if (o.replyTo) h.set(H.replyTo, o.replyTo);
+    if (o.expiresAt !== undefined) h.set(H.expiresAt, new Date(o.expiresAt).toISOString());
+    for (const [k, v] of Object.entries(o.headers ?? {})) h.set(k, v);
+    const subject = subjectFor(this.names.requestsPrefix, id);
+    try {
+      const pa = await this.js.publish(subject, data, {
+        msgID: id,
+        headers: h,
+        ...(o.timeoutMs ? { timeout: o.timeoutMs } : {}),
+      });
+      return { id, duplicate: pa.duplicate, seq: pa.seq };
+    } catch (e) {
+      const f = publishFailure(e, this.names.requestsStream, subject);
+      throw new ClientError(f.code, f.message, id);
+    }
+  }
+
+  /**
+   * Submits durably with a Reply-To inbox and waits for the reply. On timeout the
+   * request stays queued (`RequestTimeoutError` carries its id).
+   */
+  async request(input: RequestInput, o: RequestOptions = {}): Promise<ResultView> {
+    const timeoutMs = o.timeoutMs ?? 60_000;
+    const inbox = createInbox();
+    const sub = this.nc.subscribe(inbox);
+    const id = o.id ?? newId();
+    const timer = setTimeout(() => sub.unsubscribe(), timeoutMs);
+    try {
+      await this.submit(input, {
+        ...o,
+        id,
+        replyTo: inbox,
+        timeoutMs: Math.min(timeoutMs, 10_000),
+      });
+      for await (const m of sub) {
+        if (m.headers?.get(H.stream) === STREAM_DELTA) {
+          if (o.onDelta) o.onDelta(m.json());
+          continue;
+        }
+        return readResult(id, m.headers, m.data);
+      }
+      throw new RequestTimeoutError(id, timeoutMs);
+    } finally {
+      clearTimeout(timer);
+      if (!sub.isClosed()) sub.unsubscribe();
+    }
+  }
+
+  /** Streams a JSON request: yields each delta chunk, and returns the final reply. */
+  async *stream(
+    input: Exclude<RequestInput, string>,
+    o: Omit<RequestOptions, "onDelta"> = {},
+  ): AsyncGenerator<unknown, ResultView> {
+    const queue: unknown[] = [];
+    let wake: (() => void) | undefined;
+    let done: { r?: ResultView; e?: unknown } | undefined;
+    void this.request(
+      { ...input, stream: true },
+      {
+        ...o,
+        onDelta: (c) => {
+          queue.push(c);
+          wake?.();
+        },
+      },
+    ).then(
+      (r) => {
+        done = { r };
+        wake?.();
+      },
+      (e: unknown) => {
+        done = { e };
+        wake?.();
+      },
+    );
+    for (;;) {
+      while (queue.length > 0) yield queue.shift();
+      if (done) {
+        if (done.e) throw done.e instanceof Error ? done.e : new Error("stream failed");
+        return done.r!;
+      }
+      await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+    }
+  }
+
+  /**
+   * The stored result for `id`: null when none (yet). With `wait`, waits for it
+   * (until `timeoutMs`, default forever).
+   */
+  async result(
+    id: string,
+    o: { wait?: boolean; timeoutMs?: number } = {},
+  ): Promise<ResultView | null> {
+    const problem = idProblem(id);
+    if (problem) throw new ClientError(Code.badRequest, problem, id);
+    const subject = subjectFor(this.names.resultsPrefix, id);
+    // Subscribe before reading, so a result stored in between is not missed.
+    const sub = o.wait ? this.nc.subscribe(subject, { max: 1 }) : undefined;
+    try {
+      const stored = await this.lookup(subject);
+      if (stored || !sub) return stored ? readResult(id, stored.header, stored.data) : null;
+      const timer = o.timeoutMs ? setTimeout(() => sub.unsubscribe(), o.timeoutMs) : undefined;
+      try {
+        for await (const m of sub) return readResult(id, m.headers, m.data);
+      } finally {
+        clearTimeout(timer);
+      }
+      return null;
+    } finally {
+      if (sub && !sub.isClosed()) sub.unsubscribe();
+    }
+  }
+
+  private async lookup(subject: string) {
+    try {
+      // Direct get: any replica answers (allow_direct is set on the results stream).
+      const direct = (
+        this.jsm as unknown as { direct: Pick<JetStreamManager["streams"], "getMessage"> }
+      ).direct;
+      return await direct.getMessage(this.names.resultsStream, { last_by_subj: subject });
+    } catch (e) {
+      if ((e as { code?: string }).code === "404") return null;
+      throw e;
+    }
+  }
+
+  /** Closes the connection if the client opened it. */
+  async close(): Promise<void> {
+    await this.nc.drain().catch(() => undefined);
+  }
+}
+
+/** A client on an open connection. */
+export async function createClient(
+  nc: NatsConnection,
+  names: ClientNames = DEFAULT_NAMES,
+): Promise<ProxyClient> {
+  return new ProxyClient(nc, await nc.jetstreamManager(), names);
+}

@@ -1,0 +1,108 @@
+/**
+ * Dead-letter operations: list, show, replay (back into the work queue, removing
+ * each dead letter only after the requeued copy's PubAck) and purge.
+ */
+import { type JetStreamManager, type MsgHdrs, type NatsConnection, type StoredMsg } from "nats";
+import { H } from "../protocol/headers.js";
+import { idFromSubject, subjectFor } from "../protocol/subjects.js";
+import { copyHeaders } from "../worker/outputs.js";
+
+export interface DlqNames {
+  dlqStream: string;
+  dlqPrefix: string;
+  requestsPrefix: string;
+}
+
+export interface DeadLetter {
+  id: string;
+  seq: number;
+  code: number;
+  error: string;
+  attempts: number;
+  failedAt: string;
+  headers: MsgHdrs;
+  data: Uint8Array;
+}
+
+function toDeadLetter(sm: StoredMsg): DeadLetter {
+  const h = sm.header;
+  return {
+    id: idFromSubject(sm.subject),
+    seq: sm.seq,
+    code: Number(h.get(H.serviceErrorCode) || 0),
+    error: h.get(H.serviceError),
+    attempts: Number(h.get(H.attempts) || 0),
+    failedAt: h.get(H.failedAt),
+    headers: h,
+    data: sm.data,
+  };
+}
+
+export class DeadLetters {
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly jsm: JetStreamManager,
+    private readonly n: DlqNames,
+  ) {}
+
+  /** Every dead letter present now, oldest first (a snapshot: bounded by the last sequence at the start). */
+  async list(): Promise<DeadLetter[]> {
+    const info = await this.jsm.streams.info(this.n.dlqStream);
+    const last = info.state.last_seq;
+    const out: DeadLetter[] = [];
+    if (info.state.messages === 0) return out;
+    const c = await this.nc.jetstream().consumers.get(this.n.dlqStream);
+    while (out.length < info.state.messages) {
+      const m = await c.next({ expires: 2000 });
+      if (!m) break;
+      if (m.seq > last) break;
+      out.push(
+        toDeadLetter({
+          subject: m.subject,
+          seq: m.seq,
+          header: m.headers!,
+          data: m.data,
+          time: new Date(),
+          timestamp: "",
+        } as unknown as StoredMsg),
+      );
+      if (m.seq === last) break;
+    }
+    return out;
+  }
+
+  /** The dead letter of `id`, or null. */
+  async show(id: string): Promise<DeadLetter | null> {
+    try {
+      return toDeadLetter(
+        await this.jsm.streams.getMessage(this.n.dlqStream, {
+          last_by_subj: subjectFor(this.n.dlqPrefix, id),
+        }),
+      );
+    } catch (e) {
+      if ((e as { code?: string }).code === "404") return null;
+      throw e;
+    }
+  }
+
+  /**
+   * Puts a dead letter back into the work queue with a fresh Nats-Msg-Id (dedupe
+   * outlives the original message), then removes it from the DLQ.
+   */
+  async replay(d: DeadLetter): Promise<void> {
+    const h = copyHeaders(d.headers);
+    for (const k of [H.serviceError, H.serviceErrorCode, H.failedAt, H.attempts]) h.delete(k);
+    const key = `${d.id}.replay.${d.seq}`;
+    h.set(H.msgId, key);
+    h.set(H.replayOf, String(d.seq));
+    await this.nc
+      .jetstream()
+      .publish(subjectFor(this.n.requestsPrefix, d.id), d.data, { headers: h, msgID: key });
+    await this.jsm.streams.deleteMessage(this.n.dlqStream, d.seq, false);
+  }
+
+  /** Deletes every dead letter; returns how many. */
+  async purge(): Promise<number> {
+    return (await this.jsm.streams.purge(this.n.dlqStream)).purged;
+  }
+}

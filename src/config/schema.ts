@@ -1,0 +1,122 @@
+/**
+ * The configuration schema: every key, its type, default, environment variable and
+ * whether it is a secret. `config/config.yaml` documents the same keys.
+ */
+
+export type LeafType = "string" | "number" | "boolean" | "strings";
+
+export interface Leaf {
+  type: LeafType;
+  default: unknown;
+  /** environment variables, first match wins */
+  env?: string[];
+  secret?: boolean;
+  /** smallest allowed number */
+  min?: number;
+  /** allowed string values */
+  oneOf?: string[];
+}
+
+/** Dotted key → leaf. The order is the order of config/config.yaml. */
+export const SCHEMA: Record<string, Leaf> = {
+  "nats.server": { type: "strings", default: ["nats://127.0.0.1:4222"], env: ["NATS_URL"] },
+  "nats.subject": { type: "string", default: "openai_requests", env: ["NATS_SUBJECT"] },
+  "nats.nkey_seed_file": { type: "string", default: "", env: ["NATS_NKEY_SEED_FILE"] },
+  "nats.creds_file": { type: "string", default: "", env: ["NATS_CREDS"] },
+  "nats.tls.enabled": { type: "boolean", default: false },
+  "nats.tls.cert": { type: "string", default: "", env: ["NATS_TLS_CERT"] },
+  "nats.tls.key": { type: "string", default: "", env: ["NATS_TLS_KEY"] },
+  "nats.tls.ca": { type: "string", default: "", env: ["NATS_TLS_CA"] },
+  "nats.name": { type: "string", default: "nats-openai-proxy" },
+  "nats.connect_timeout_ms": { type: "number", default: 5000, min: 100 },
+  "openai.api_key": { type: "string", default: "", env: ["OPENAI_API_KEY"], secret: true },
+  "openai.engine": { type: "string", default: "gpt-4o-mini", env: ["OPENAI_MODEL"] },
+  "openai.base_url": { type: "string", default: "", env: ["OPENAI_BASE_URL"] },
+  "openai.timeout_ms": { type: "number", default: 60000, min: 100 },
+  "openai.retries": { type: "number", default: 3, min: 0 },
+  "openai.retry_min_ms": { type: "number", default: 500, min: 0 },
+  "openai.retry_max_ms": { type: "number", default: 20000, min: 0 },
+  "streams.dir": { type: "string", default: "streams", env: ["STREAMS_DIR"] },
+  "streams.requests": { type: "string", default: "OPENAI_REQUESTS" },
+  "streams.results": { type: "string", default: "OPENAI_RESULTS" },
+  "streams.dlq": { type: "string", default: "OPENAI_DLQ" },
+  "streams.consumer": { type: "string", default: "openai-proxy" },
+  "streams.requests_prefix": { type: "string", default: "openai.requests" },
+  "streams.results_prefix": { type: "string", default: "openai.results" },
+  "streams.dlq_prefix": { type: "string", default: "openai.dlq" },
+  "worker.concurrency": {
+    type: "number",
+    default: 64,
+    min: 1,
+    env: ["PROXY_CONCURRENCY"],
+  },
+  "worker.pull_expires_ms": { type: "number", default: 5000, min: 1000 },
+  "worker.nak_delay_ms": { type: "number", default: 2000, min: 0 },
+  "worker.nak_delay_max_ms": { type: "number", default: 60000, min: 0 },
+  "worker.shutdown_grace_ms": { type: "number", default: 20000, min: 0 },
+  "worker.breaker.window": { type: "number", default: 20, min: 1 },
+  "worker.breaker.failure_ratio": { type: "number", default: 0.8, min: 0 },
+  "worker.breaker.probe_interval_ms": { type: "number", default: 5000, min: 10 },
+  "http.enabled": { type: "boolean", default: true },
+  "http.host": { type: "string", default: "127.0.0.1" },
+  "http.port": { type: "number", default: 9464, min: 0, env: ["HTTP_PORT"] },
+  "log.level": {
+    type: "string",
+    default: "info",
+    env: ["LOG_LEVEL"],
+    oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"],
+  },
+  "log.pretty": { type: "boolean", default: false },
+};
+
+/** The typed, frozen configuration everything inside the process receives. */
+export interface Config {
+  readonly source: string;
+  readonly nats: {
+    readonly server: readonly string[];
+    readonly subject: string;
+    readonly nkey_seed_file: string;
+    readonly creds_file: string;
+    readonly tls: {
+      readonly enabled: boolean;
+      readonly cert: string;
+      readonly key: string;
+      readonly ca: string;
+    };
+    readonly name: string;
+    readonly connect_timeout_ms: number;
+  };
+  readonly openai: {
+    readonly api_key: string;
+    readonly engine: string;
+    readonly base_url: string;
+    readonly timeout_ms: number;
+    readonly retries: number;
+    readonly retry_min_ms: number;
+    readonly retry_max_ms: number;
+  };
+  readonly streams: {
+    readonly dir: string;
+    readonly requests: string;
+    readonly results: string;
+    readonly dlq: string;
+    readonly consumer: string;
+    readonly requests_prefix: string;
+    readonly results_prefix: string;
+    readonly dlq_prefix: string;
+  };
+  readonly worker: {
+    readonly concurrency: number;
+    readonly pull_expires_ms: number;
+    readonly nak_delay_ms: number;
+    readonly nak_delay_max_ms: number;
+    readonly shutdown_grace_ms: number;
+    readonly breaker: {
+      readonly window: number;
+      readonly failure_ratio: number;
+      readonly probe_interval_ms: number;
+    };
+  };
+  readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
+  readonly log: { readonly level: string; readonly pretty: boolean };
+}

@@ -1,0 +1,197 @@
+/**
+ * `ChatClient` on the official `openai` SDK. SDK retries are off: the worker has the
+ * one retry policy. Streaming calls are folded back into one ChatCompletion.
+ */
+import OpenAI from "openai";
+import type { ChatParams } from "../protocol/request.js";
+import type { CompletionLike, Usage } from "../protocol/result.js";
+import { scrub } from "../config/redact.js";
+import {
+  UpstreamError,
+  type ChatCallOptions,
+  type ChatClient,
+  type ChatResult,
+} from "./chat-client.js";
+
+export interface OpenAIClientOptions {
+  apiKey: string;
+  baseURL?: string | undefined;
+  timeoutMs: number;
+  fetch?: typeof fetch;
+}
+
+/** The real API (or any OpenAI-compatible server at `baseURL`). */
+export function createOpenAIClient(o: OpenAIClientOptions): ChatClient {
+  const client = new OpenAI({
+    // Local compatible servers often need no key, but the SDK insists on one.
+    apiKey: o.apiKey || "no-key",
+    ...(o.baseURL ? { baseURL: o.baseURL } : {}),
+    timeout: o.timeoutMs,
+    maxRetries: 0,
+    ...(o.fetch ? { fetch: o.fetch } : {}),
+  });
+  const secrets = [o.apiKey];
+  const wrap = (e: unknown) => toUpstreamError(e, secrets);
+
+  return {
+    async complete(params: ChatParams, opts: ChatCallOptions = {}): Promise<ChatResult> {
+      try {
+        if (params.stream && opts.onDelta) return await streamed(client, params, opts);
+        const body = {
+          ...params,
+          stream: false,
+        } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming;
+        const { data, response } = await client.chat.completions
+          .create(body, { signal: opts.signal })
+          .withResponse();
+        return {
+          completion: data as unknown as CompletionLike,
+          upstreamRequestId: response.headers.get("x-request-id") ?? undefined,
+        };
+      } catch (e) {
+        throw wrap(e);
+      }
+    },
+    async probe(signal?: AbortSignal): Promise<void> {
+      try {
+        await client.models.list({ signal });
+      } catch (e) {
+        throw wrap(e);
+      }
+    },
+  };
+}
+
+async function streamed(
+  client: OpenAI,
+  params: ChatParams,
+  opts: ChatCallOptions,
+): Promise<ChatResult> {
+  const body = {
+    ...params,
+    stream: true,
+    stream_options: { include_usage: true, ...(params.stream_options as object | undefined) },
+  } as unknown as OpenAI.ChatCompletionCreateParamsStreaming;
+  const { data: stream, response } = await client.chat.completions
+    .create(body, { signal: opts.signal })
+    .withResponse();
+  const acc = new Accumulator();
+  for await (const chunk of stream) {
+    acc.add(chunk);
+    opts.onDelta?.(chunk);
+  }
+  return {
+    completion: acc.result(params.model),
+    upstreamRequestId: response.headers.get("x-request-id") ?? undefined,
+  };
+}
+
+interface ChoiceAcc {
+  content: string;
+  role: string;
+  finish_reason: string | null;
+  tool_calls: { id?: string; type?: string; function: { name: string; arguments: string } }[];
+}
+
+/** Folds chat.completion.chunk objects into the ChatCompletion a non-streaming call returns. */
+export class Accumulator {
+  private id = "";
+  private model = "";
+  private created = 0;
+  private fingerprint: string | null = null;
+  private usage: Usage | null = null;
+  private readonly choices = new Map<number, ChoiceAcc>();
+
+  add(chunk: OpenAI.ChatCompletionChunk): void {
+    this.id ||= chunk.id;
+    this.model ||= chunk.model;
+    this.created ||= chunk.created;
+    this.fingerprint ??= chunk.system_fingerprint ?? null;
+    if (chunk.usage) this.usage = chunk.usage;
+    for (const c of chunk.choices) {
+      let a = this.choices.get(c.index);
+      if (!a) {
+        a = { content: "", role: "assistant", finish_reason: null, tool_calls: [] };
+        this.choices.set(c.index, a);
+      }
+      if (c.delta.role) a.role = c.delta.role;
+      if (c.delta.content) a.content += c.delta.content;
+      if (c.finish_reason) a.finish_reason = c.finish_reason;
+      for (const t of c.delta.tool_calls ?? []) {
+        const slot = (a.tool_calls[t.index] ??= { function: { name: "", arguments: "" } });
+        if (t.id) slot.id = t.id;
+        if (t.type) slot.type = t.type;
+        if (t.function?.name) slot.function.name += t.function.name;
+        if (t.function?.arguments) slot.function.arguments += t.function.arguments;
+      }
+    }
+  }
+
+  result(fallbackModel: string): CompletionLike {
+    const choices = [...this.choices.entries()]
+      .sort(([x], [y]) => x - y)
+      .map(([index, a]) => ({
+        index,
+        message: {
+          role: a.role,
+          content: a.content,
+          refusal: null,
+          ...(a.tool_calls.length > 0 ? { tool_calls: a.tool_calls } : {}),
+        },
+        logprobs: null,
+        finish_reason: a.finish_reason ?? "stop",
+      }));
+    return {
+      id: this.id,
+      object: "chat.completion",
+      created: this.created,
+      model: this.model || fallbackModel,
+      system_fingerprint: this.fingerprint,
+      choices,
+      usage: this.usage,
+    };
+  }
+}
+
+/** Turns whatever the SDK threw into an `UpstreamError`, with secrets scrubbed. */
+export function toUpstreamError(e: unknown, secrets: string[]): UpstreamError {
+  if (e instanceof UpstreamError) return e;
+  if (e instanceof OpenAI.APIUserAbortError) {
+    return new UpstreamError("upstream call aborted", "aborted", undefined, {}, { cause: e });
+  }
+  if (e instanceof OpenAI.APIConnectionTimeoutError) {
+    return new UpstreamError(
+      "upstream call timed out (openai.timeout_ms)",
+      "timeout",
+      undefined,
+      {},
+      { cause: e },
+    );
+  }
+  if (e instanceof OpenAI.APIConnectionError) {
+    const why = e.cause instanceof Error ? `: ${e.cause.message}` : "";
+    return new UpstreamError(
+      scrub(`cannot reach the API${why}`, secrets),
+      "connection",
+      undefined,
+      {},
+      { cause: e },
+    );
+  }
+  if (e instanceof OpenAI.APIError) {
+    const headers: Record<string, string> = {};
+    const h = e.headers as Headers | undefined;
+    h?.forEach((v, k) => {
+      headers[k.toLowerCase()] = v;
+    });
+    const inner = (e.error as { message?: string } | undefined)?.message ?? e.message;
+    return new UpstreamError(
+      scrub(inner, secrets),
+      "http",
+      e.status as number | undefined,
+      headers,
+    );
+  }
+  const msg = e instanceof Error ? e.message : String(e);
+  return new UpstreamError(scrub(msg, secrets), "connection", undefined, {}, { cause: e });
+}

@@ -1,0 +1,166 @@
+/**
+ * Composition root: builds the proxy from a configuration, starts it, stops it.
+ * It wires modules together and does nothing else.
+ */
+import type { NatsConnection } from "nats";
+import { ConfigError } from "./config/load.js";
+import type { Config } from "./config/schema.js";
+import { startHttp, type HttpServer } from "./http/server.js";
+import { createMetrics, type Metrics } from "./http/metrics.js";
+import type { ChatClient } from "./llm/chat-client.js";
+import { createOpenAIClient } from "./llm/openai-client.js";
+import type { Logger } from "./log.js";
+import { connectNats } from "./nats/connect.js";
+import { applyDefinitions, formatReport, loadDefinitions } from "./nats/streams.js";
+import { startShim } from "./shim/shim.js";
+import { natsOutputs, type Outputs } from "./worker/outputs.js";
+import { createWorker, type Worker } from "./worker/worker.js";
+import { existsSync } from "node:fs";
+
+export interface Proxy {
+  readonly nc: NatsConnection;
+  readonly worker: Worker;
+  readonly metrics: Metrics;
+  readonly http: HttpServer | undefined;
+  /** Graceful stop (idempotent): shim off, worker drained, connection drained. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface ProxyDeps {
+  /** a ChatClient to use instead of the SDK one (tests) */
+  chat?: ChatClient;
+  /** wraps the NATS outputs (tests inject failpoints here) */
+  wrapOutputs?: (o: Outputs) => Outputs;
+}
+
+/** Connects, makes sure the streams exist, and starts worker, shim and HTTP. */
+export async function startProxy(
+  config: Config,
+  log: Logger,
+  deps: ProxyDeps = {},
+): Promise<Proxy> {
+  const o = config.openai;
+  if (!deps.chat && o.api_key === "" && o.base_url === "") {
+    throw new ConfigError(
+      "no API key: set OPENAI_API_KEY (or openai.api_key), or openai.base_url / OPENAI_BASE_URL to an OpenAI-compatible server",
+    );
+  }
+  const nc = await connectNats(config.nats, log);
+  try {
+    const jsm = await nc.jetstreamManager();
+    const js = nc.jetstream();
+    const s = config.streams;
+    if (existsSync(s.dir)) {
+      // Create what is missing; never modify a live stream from here (that is `streams apply`).
+      const reports = await applyDefinitions(jsm, loadDefinitions(s.dir), { createOnly: true });
+      for (const r of reports) if (r.action === "created") log.info(formatReport(r));
+    }
+    const chat =
+      deps.chat ??
+      createOpenAIClient({
+        apiKey: o.api_key,
+        baseURL: o.base_url || undefined,
+        timeoutMs: o.timeout_ms,
+      });
+    const metrics = createMetrics();
+    metrics.setDlqSize(async () => (await jsm.streams.info(s.dlq)).state.messages);
+    const natsOut = natsOutputs(nc, js, jsm, {
+      results: s.results,
+      resultsPrefix: s.results_prefix,
+      dlqPrefix: s.dlq_prefix,
+      requestsPrefix: s.requests_prefix,
+    });
+    const out = deps.wrapOutputs ? deps.wrapOutputs(natsOut) : natsOut;
+    const w = config.worker;
+    const worker = createWorker({
+      nc,
+      js,
+      jsm,
+      chat,
+      out,
+      log,
+      observer: metrics,
+      stream: s.requests,
+      consumer: s.consumer,
+      concurrency: w.concurrency,
+      pullExpiresMs: w.pull_expires_ms,
+      breaker: {
+        window: w.breaker.window,
+        failureRatio: w.breaker.failure_ratio,
+        probeIntervalMs: w.breaker.probe_interval_ms,
+      },
+      settings: {
+        defaultModel: o.engine,
+        retries: o.retries,
+        retryMinMs: o.retry_min_ms,
+        retryMaxMs: o.retry_max_ms,
+        nakDelayMs: w.nak_delay_ms,
+        nakDelayMaxMs: w.nak_delay_max_ms,
+      },
+    });
+    await worker.start();
+    const shim = startShim(
+      nc,
+      js,
+      {
+        subject: config.nats.subject,
+        queue: s.consumer,
+        stream: s.requests,
+        requestsPrefix: s.requests_prefix,
+        onRequest: (a, c) => metrics.shim(a, c),
+      },
+      log,
+    );
+
+    let connected = true;
+    void (async () => {
+      for await (const st of nc.status()) {
+        if (String(st.type) === "disconnect") connected = false;
+        if (String(st.type) === "reconnect") connected = true;
+      }
+    })();
+    const http = config.http.enabled
+      ? await startHttp(config.http.host, config.http.port, metrics.registry, {
+          ready: () => {
+            const checks = {
+              nats: connected && !nc.isClosed(),
+              consumer: worker.state === "RUNNING",
+              breaker_closed: worker.breakerState === "closed",
+            };
+            return { ready: Object.values(checks).every(Boolean), checks };
+          },
+        })
+      : undefined;
+    log.info(
+      {
+        subject: config.nats.subject,
+        stream: s.requests,
+        model: o.engine,
+        upstream: o.base_url || "https://api.openai.com/v1",
+        http: http ? `http://${config.http.host}:${http.port}` : "off",
+      },
+      "nats-openai-proxy serving",
+    );
+
+    let stopping: Promise<void> | undefined;
+    return {
+      nc,
+      worker,
+      metrics,
+      http,
+      stop(graceMs = w.shutdown_grace_ms) {
+        stopping ??= (async () => {
+          shim.unsubscribe();
+          await worker.stop(graceMs);
+          await nc.drain().catch(() => undefined);
+          await http?.close();
+          log.info("stopped");
+        })();
+        return stopping;
+      },
+    };
+  } catch (e) {
+    await nc.close().catch(() => undefined);
+    throw e;
+  }
+}

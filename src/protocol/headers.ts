@@ -1,0 +1,29 @@
+/**
+ * Header names of the wire contract (docs/protocol.md). nats.js header lookups are
+ * case-sensitive, so every module uses these exact spellings.
+ */
+export const H = {
+  msgId: "Nats-Msg-Id",
+  replyTo: "Reply-To",
+  expiresAt: "Expires-At",
+  contentType: "Content-Type",
+  model: "Openai-Model",
+  requestId: "Openai-Request-Id",
+  usage: "Openai-Usage",
+  stream: "Openai-Stream",
+  attempts: "Proxy-Attempts",
+  failedAt: "Proxy-Failed-At",
+  batchId: "Proxy-Batch-Id",
+  customId: "Proxy-Custom-Id",
+  replayOf: "Proxy-Replay-Of",
+  serviceError: "Nats-Service-Error",
+  serviceErrorCode: "Nats-Service-Error-Code",
+} as const;
+
+/** Content types used on requests and results. */
+export const JSON_TYPE = "application/json";
+export const TEXT_TYPE = "text/plain; charset=utf-8";
+
+/** Values of the `Openai-Stream` header. */
+export const STREAM_DELTA = "delta";
+export const STREAM_DONE = "done";

@@ -1,0 +1,156 @@
+/**
+ * Encoding of replies, results and error answers (docs/protocol.md), and reading
+ * them back on the client side. Pure: no connections.
+ */
+import { headers as natsHeaders, type MsgHdrs } from "nats";
+import { H, JSON_TYPE, TEXT_TYPE } from "./headers.js";
+
+/** The parts of a ChatCompletion the proxy reads; the rest is carried as is. */
+export interface CompletionLike {
+  id?: string;
+  model?: string;
+  choices?: { message?: { content?: string | null } | null }[];
+  usage?: Usage | null;
+  [key: string]: unknown;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface Encoded {
+  headers: MsgHdrs;
+  data: Uint8Array;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** The assistant's text of the first choice ("" when absent). */
+export function assistantText(c: CompletionLike): string {
+  return c.choices?.[0]?.message?.content ?? "";
+}
+
+/** `prompt=12 completion=30 total=42`, the `Openai-Usage` header value. */
+export function formatUsage(u: Usage): string {
+  return `prompt=${u.prompt_tokens} completion=${u.completion_tokens} total=${u.total_tokens}`;
+}
+
+/** Parses an `Openai-Usage` header value; undefined when absent or unreadable. */
+export function parseUsage(v: string): Usage | undefined {
+  const m = /prompt=(\d+) completion=(\d+) total=(\d+)/.exec(v);
+  if (!m) return undefined;
+  return {
+    prompt_tokens: Number(m[1]),
+    completion_tokens: Number(m[2]),
+    total_tokens: Number(m[3]),
+  };
+}
+
+export interface SuccessMeta {
+  id: string;
+  attempts: number;
+  upstreamRequestId?: string | undefined;
+}
+
+/**
+ * The reply to a successful request: the assistant's text for a text request,
+ * the ChatCompletion JSON for a JSON request.
+ */
+export function encodeSuccess(
+  kind: "text" | "json",
+  completion: CompletionLike,
+  meta: SuccessMeta,
+): Encoded {
+  const h = baseHeaders(meta.id, meta.attempts);
+  if (completion.model) h.set(H.model, completion.model);
+  if (meta.upstreamRequestId) h.set(H.requestId, meta.upstreamRequestId);
+  if (completion.usage) h.set(H.usage, formatUsage(completion.usage));
+  if (kind === "text") {
+    h.set(H.contentType, TEXT_TYPE);
+    return { headers: h, data: enc.encode(assistantText(completion)) };
+  }
+  h.set(H.contentType, JSON_TYPE);
+  return { headers: h, data: enc.encode(JSON.stringify(completion)) };
+}
+
+export interface ErrorMeta {
+  id: string;
+  attempts: number;
+  code: number;
+  message: string;
+  model?: string | undefined;
+}
+
+/**
+ * An error answer: `Nats-Service-Error` / `-Code` headers, and a body the caller's
+ * format can show (the message for text requests, `{"error":{...}}` for JSON).
+ */
+export function encodeError(kind: "text" | "json", meta: ErrorMeta): Encoded {
+  const h = baseHeaders(meta.id, meta.attempts);
+  // Header values cannot hold line breaks.
+  const message = meta.message.replace(/[\r\n]+/g, " ");
+  h.set(H.serviceError, message);
+  h.set(H.serviceErrorCode, String(meta.code));
+  if (meta.model) h.set(H.model, meta.model);
+  if (kind === "text") {
+    h.set(H.contentType, TEXT_TYPE);
+    return { headers: h, data: enc.encode(`error ${meta.code}: ${message}`) };
+  }
+  h.set(H.contentType, JSON_TYPE);
+  const body = { error: { code: meta.code, message } };
+  return { headers: h, data: enc.encode(JSON.stringify(body)) };
+}
+
+function baseHeaders(id: string, attempts: number): MsgHdrs {
+  const h = natsHeaders();
+  h.set(H.msgId, id);
+  h.set(H.attempts, String(attempts));
+  return h;
+}
+
+/** A reply or stored result as a client sees it. */
+export interface ResultView {
+  id: string;
+  ok: boolean;
+  /** error code when !ok */
+  code?: number;
+  /** error message when !ok */
+  error?: string;
+  /** the assistant's text (text requests) or the ChatCompletion JSON text */
+  body: string;
+  /** parsed ChatCompletion when the body is JSON */
+  completion?: CompletionLike;
+  model?: string;
+  usage?: Usage;
+  attempts?: number;
+  upstreamRequestId?: string;
+}
+
+/** Reads a reply or result message into a `ResultView`. */
+export function readResult(id: string, h: MsgHdrs | undefined, data: Uint8Array): ResultView {
+  const get = (k: string) => h?.get(k) ?? "";
+  const body = dec.decode(data);
+  const view: ResultView = { id, ok: true, body };
+  const code = get(H.serviceErrorCode);
+  if (code !== "") {
+    view.ok = false;
+    view.code = Number(code);
+    view.error = get(H.serviceError);
+  }
+  if (get(H.model)) view.model = get(H.model);
+  const usage = parseUsage(get(H.usage));
+  if (usage) view.usage = usage;
+  if (get(H.attempts)) view.attempts = Number(get(H.attempts));
+  if (get(H.requestId)) view.upstreamRequestId = get(H.requestId);
+  if (view.ok && get(H.contentType).startsWith(JSON_TYPE)) {
+    try {
+      view.completion = JSON.parse(body) as CompletionLike;
+    } catch {
+      // A body that is not JSON stays available as text.
+    }
+  }
+  return view;
+}

@@ -1,0 +1,118 @@
+/**
+ * Where a handled request's outcome goes: the results stream (waiting for its
+ * PubAck), the caller's Reply-To, and the dead-letter stream. An interface, so the
+ * lifecycle in handle.ts can be tested with fakes.
+ */
+import {
+  headers as natsHeaders,
+  nuid,
+  type JetStreamClient,
+  type JetStreamManager,
+  type MsgHdrs,
+  type NatsConnection,
+} from "nats";
+import { H } from "../protocol/headers.js";
+import { subjectFor } from "../protocol/subjects.js";
+import type { Encoded } from "../protocol/result.js";
+
+export interface StoredMessage {
+  headers: MsgHdrs | undefined;
+  data: Uint8Array;
+}
+
+export interface Outputs {
+  /** Stores the result as `<results>.<id>` and resolves on its PubAck. */
+  storeResult(id: string, r: Encoded): Promise<void>;
+  /** Publishes to a reply subject (core NATS, fire and forget). */
+  reply(subject: string, r: Encoded): void;
+  /** The stored result for `id`, or null (a leader read, not a replica's). */
+  lookupResult(id: string): Promise<StoredMessage | null>;
+  /**
+   * Stores a dead letter: the original body and headers plus the failure headers.
+   * `key` makes a retried write idempotent.
+   */
+  deadLetter(
+    id: string,
+    key: string,
+    original: StoredMessage,
+    failure: { code: number; message: string; attempts: number },
+  ): Promise<void>;
+  /** Re-queues a copy of a request as a fresh message (deliveries start again at 1). */
+  requeue(id: string, key: string, original: StoredMessage): Promise<void>;
+}
+
+export interface OutputNames {
+  results: string;
+  resultsPrefix: string;
+  dlqPrefix: string;
+  requestsPrefix: string;
+}
+
+/** Outputs on a real connection. */
+export function natsOutputs(
+  nc: NatsConnection,
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  n: OutputNames,
+): Outputs {
+  return {
+    async storeResult(id, r) {
+      const subject = subjectFor(n.resultsPrefix, id);
+      const pa = await js.publish(subject, r.data, { headers: r.headers });
+      // Results keep Nats-Msg-Id = id, and the stream dedupes only for 100 ms; a new
+      // outcome inside that window must still replace the old one.
+      if (pa.duplicate)
+        await js.publish(subject, r.data, { headers: r.headers, msgID: `${id}.${nuid.next()}` });
+    },
+    reply(subject, r) {
+      nc.publish(subject, r.data, { headers: r.headers });
+    },
+    async lookupResult(id) {
+      try {
+        const sm = await jsm.streams.getMessage(n.results, {
+          last_by_subj: subjectFor(n.resultsPrefix, id),
+        });
+        return { headers: sm.header, data: sm.data };
+      } catch (e) {
+        if ((e as { code?: string }).code === "404") return null;
+        throw e;
+      }
+    },
+    async deadLetter(id, key, original, failure) {
+      const h = copyHeaders(original.headers);
+      h.set(H.serviceError, failure.message.replace(/[\r\n]+/g, " "));
+      h.set(H.serviceErrorCode, String(failure.code));
+      h.set(H.attempts, String(failure.attempts));
+      h.set(H.failedAt, new Date().toISOString());
+      h.set(H.msgId, key);
+      const pa = await js.publish(subjectFor(n.dlqPrefix, id), original.data, {
+        headers: h,
+        msgID: key,
+      });
+      void pa;
+    },
+    async requeue(id, key, original) {
+      const h = copyHeaders(original.headers);
+      h.set(H.msgId, key);
+      await js.publish(subjectFor(n.requestsPrefix, id), original.data, { headers: h, msgID: key });
+    },
+  };
+}
+
+/** A mutable copy of message headers, dropping the server's own stream headers. */
+export function copyHeaders(src: MsgHdrs | undefined): MsgHdrs {
+  const h = natsHeaders();
+  if (!src) return h;
+  for (const [k, vs] of src) {
+    if (
+      k.startsWith("Nats-Stream") ||
+      k === "Nats-Subject" ||
+      k === "Nats-Sequence" ||
+      k === "Nats-Time-Stamp" ||
+      k === "Nats-Last-Sequence"
+    )
+      continue;
+    for (const v of vs) h.append(k, v);
+  }
+  return h;
+}

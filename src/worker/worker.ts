@@ -1,0 +1,219 @@
+/**
+ * The worker: a durable pull consumer with bounded concurrency, a circuit breaker
+ * with a probe, poison-message handling, and an explicit, idempotent lifecycle.
+ */
+import { setMaxListeners } from "node:events";
+import type { JetStreamClient, JetStreamManager, JsMsg, NatsConnection, Subscription } from "nats";
+import type { ChatClient } from "../llm/chat-client.js";
+import type { Logger } from "../log.js";
+import { CircuitBreaker, type BreakerState } from "./breaker.js";
+import type { Failure } from "./errors.js";
+import { handleMessage, type Finished, type HandleSettings } from "./handle.js";
+import type { Outputs } from "./outputs.js";
+import { watchPoison } from "./poison.js";
+import { SlotPuller } from "./puller.js";
+import { sleep } from "./sleep.js";
+
+export type WorkerState = "INITIALIZED" | "RUNNING" | "STOPPING" | "STOPPED";
+
+/** What the worker reports; metrics implement it. */
+export interface WorkerObserver {
+  finished(f: Finished): void;
+  retry(f: Failure): void;
+  breaker(state: BreakerState): void;
+  inflight(n: number): void;
+  poison(id: string): void;
+}
+
+export interface WorkerOptions {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  chat: ChatClient;
+  out: Outputs;
+  log: Logger;
+  observer?: WorkerObserver;
+  stream: string;
+  consumer: string;
+  concurrency: number;
+  pullExpiresMs: number;
+  breaker: { window: number; failureRatio: number; probeIntervalMs: number };
+  settings: Omit<HandleSettings, "maxDeliver" | "ackWaitMs" | "probeIntervalMs">;
+}
+
+export interface Worker {
+  readonly state: WorkerState;
+  readonly breakerState: BreakerState;
+  readonly inFlight: number;
+  start(): Promise<void>;
+  /** Stop pulling, let in-flight work finish within `graceMs`, nak the rest. Idempotent. */
+  stop(graceMs: number): Promise<void>;
+}
+
+/** Creates a worker; nothing happens until `start()`. */
+export function createWorker(o: WorkerOptions): Worker {
+  let state: WorkerState = "INITIALIZED";
+  let puller: SlotPuller | undefined;
+  let poisonSub: Subscription | undefined;
+  let stopping: Promise<void> | undefined;
+  const hardStop = new AbortController();
+  // Every in-flight call listens on it; the default limit of 10 would warn.
+  setMaxListeners(0, hardStop.signal);
+  const probeStop = new AbortController();
+  const obs = o.observer;
+  const log = o.log;
+
+  const breaker = new CircuitBreaker(
+    { window: o.breaker.window, failureRatio: o.breaker.failureRatio },
+    (s, reason) => {
+      obs?.breaker(s);
+      if (s === "open") {
+        log.error({ breaker: s, reason }, `upstream API unavailable, pausing intake: ${reason}`);
+        puller?.pause();
+        void probeLoop();
+      } else {
+        log.info({ breaker: s }, "upstream API healthy again, resuming intake");
+        puller?.resume();
+      }
+    },
+  );
+
+  async function probeLoop(): Promise<void> {
+    while (breaker.isOpen && !probeStop.signal.aborted) {
+      await sleep(o.breaker.probeIntervalMs, probeStop.signal);
+      if (probeStop.signal.aborted) return;
+      try {
+        await o.chat.probe(probeStop.signal);
+        breaker.close();
+      } catch (e) {
+        log.debug({ err: e }, "probe failed; still paused");
+      }
+    }
+  }
+
+  return {
+    get state() {
+      return state;
+    },
+    get breakerState() {
+      return breaker.state;
+    },
+    get inFlight() {
+      return puller?.inFlight ?? 0;
+    },
+    async start() {
+      if (state !== "INITIALIZED") return;
+      const info = await o.jsm.consumers.info(o.stream, o.consumer);
+      const ackWaitMs = Math.floor((info.config.ack_wait ?? 30e9) / 1e6);
+      const md = info.config.max_deliver ?? -1;
+      const maxDeliver = md > 0 ? md : Number.MAX_SAFE_INTEGER;
+      if (info.config.backoff?.length) {
+        log.warn(
+          { consumer: o.consumer },
+          "consumer has a server-side backoff: it overrides ack_wait; remove it (delays come from nak)",
+        );
+      }
+      const settings: HandleSettings = {
+        ...o.settings,
+        maxDeliver,
+        ackWaitMs,
+        probeIntervalMs: o.breaker.probeIntervalMs,
+      };
+      const consumer = await o.js.consumers.get(o.stream, o.consumer);
+      const handle = async (m: JsMsg) => {
+        obs?.inflight(puller?.inFlight ?? 0);
+        const f = await handleMessage(m, {
+          chat: o.chat,
+          out: o.out,
+          breaker,
+          settings,
+          log,
+          signal: hardStop.signal,
+          onRetry: (x) => obs?.retry(x),
+        });
+        obs?.finished(f);
+        logFinished(log, f);
+        obs?.inflight((puller?.inFlight ?? 1) - 1);
+      };
+      puller = new SlotPuller(
+        consumer,
+        handle,
+        { capacity: o.concurrency, expiresMs: o.pullExpiresMs },
+        log,
+      );
+      poisonSub = watchPoison(
+        o.nc,
+        o.jsm,
+        o.out,
+        {
+          stream: o.stream,
+          consumer: o.consumer,
+          queue: o.consumer,
+          onPoison: (id) => obs?.poison(id),
+        },
+        log,
+      );
+      state = "RUNNING";
+      puller.start();
+      log.info(
+        {
+          stream: o.stream,
+          consumer: o.consumer,
+          concurrency: o.concurrency,
+          ackWaitMs,
+          maxDeliver,
+        },
+        "worker started",
+      );
+    },
+    stop(graceMs: number) {
+      stopping ??= (async () => {
+        if (state !== "RUNNING") {
+          state = "STOPPED";
+          return;
+        }
+        state = "STOPPING";
+        probeStop.abort();
+        poisonSub?.unsubscribe();
+        const p = puller;
+        if (p) {
+          p.stopPulling();
+          const inflight = p.inFlight;
+          if (inflight > 0) log.info({ inflight, graceMs }, "finishing in-flight requests");
+          const graceOver = new AbortController();
+          const idle = p.idle().then(() => graceOver.abort());
+          await sleep(graceMs, graceOver.signal);
+          if (p.inFlight > 0) {
+            log.warn(
+              { inflight: p.inFlight },
+              "grace period over: returning unfinished requests to the queue",
+            );
+            hardStop.abort();
+            await idle;
+          }
+        }
+        state = "STOPPED";
+      })();
+      return stopping;
+    },
+  };
+}
+
+function logFinished(log: Logger, f: Finished): void {
+  const line = {
+    id: f.id,
+    model: f.model,
+    outcome: f.outcome,
+    attempts: f.attempts,
+    calls: f.calls,
+    queue_wait_ms: f.queueWaitMs,
+    upstream_ms: f.upstreamMs,
+    total_ms: f.totalMs,
+    ...(f.promptTokens !== undefined
+      ? { prompt_tokens: f.promptTokens, completion_tokens: f.completionTokens }
+      : {}),
+    ...(f.code !== undefined ? { code: f.code, error: f.error } : {}),
+  };
+  if (f.outcome === "ok" || f.outcome === "replayed") log.info(line, "request finished");
+  else log.warn(line, "request not completed");
+}

@@ -1,0 +1,227 @@
+/**
+ * The durable request path end to end, against a real nats-server and the local
+ * OpenAI-compatible server: compat shim, durable request with Reply-To,
+ * fire-and-forget, the concurrency bound, and ack-after-publish.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createInbox, headers, StringCodec, type NatsConnection } from "nats";
+import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
+import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
+import { eventually, makeStreamsDir, startTestProxy, testClient } from "../helpers/proxy.js";
+import type { Proxy } from "../../src/main.js";
+import type { ProxyClient } from "../../src/client/client.js";
+import type { Outputs } from "../../src/worker/outputs.js";
+
+const sc = StringCodec();
+let server: NatsServerHandle;
+let dev: DevOpenAI;
+let nc: NatsConnection;
+let client: ProxyClient;
+const streams = makeStreamsDir({ ackWaitMs: 2000 });
+const proxies: Proxy[] = [];
+
+beforeAll(async () => {
+  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
+  ({ client, nc } = await testClient(server.url));
+});
+
+afterEach(async () => {
+  await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
+  dev.reset();
+  dev.setLatency(0);
+  const jsm = await nc.jetstreamManager();
+  await jsm.streams.purge("OPENAI_RESULTS").catch(() => undefined);
+});
+
+afterAll(async () => {
+  await nc.close();
+  await Promise.all([server.stop(), dev.close()]);
+  streams.cleanup();
+});
+
+async function proxy(flags: Record<string, unknown> = {}, deps = {}) {
+  const p = await startTestProxy({
+    natsUrl: server.url,
+    openaiUrl: dev.url,
+    streamsDir: streams.dir,
+    flags,
+    deps,
+  });
+  proxies.push(p);
+  return p;
+}
+
+describe("request path", () => {
+  it("answers an unchanged client of the original tool through the compat shim (text in, text out)", async () => {
+    await proxy();
+    const r = await nc.request("openai_requests", sc.encode("List the last 10 presidents"), {
+      timeout: 10_000,
+    });
+    expect(sc.decode(r.data)).toBe(
+      "(dev-openai test double) You said: List the last 10 presidents",
+    );
+    expect(r.headers?.get("Openai-Model")).toBe("gpt-4o-mini");
+    expect(r.headers?.get("Proxy-Attempts")).toBe("1");
+    expect(r.headers?.get("Nats-Service-Error")).toBe("");
+    // The request went through the work queue: its result is stored under its id.
+    const id = r.headers!.get("Nats-Msg-Id");
+    const stored = await client.result(id);
+    expect(stored?.body).toBe("(dev-openai test double) You said: List the last 10 presidents");
+  });
+
+  it("round-trips a JSON request published straight into the stream with a Reply-To", async () => {
+    await proxy();
+    const inbox = createInbox();
+    const sub = nc.subscribe(inbox, { max: 1 });
+    const h = headers();
+    h.set("Content-Type", "application/json");
+    h.set("Reply-To", inbox);
+    const body = {
+      model: "gpt-4o",
+      messages: [{ role: "user", content: "hello json" }],
+      temperature: 0.2,
+    };
+    const js = nc.jetstream();
+    const pa = await js.publish("openai.requests.json-1", sc.encode(JSON.stringify(body)), {
+      msgID: "json-1",
+      headers: h,
+    });
+    expect(pa.duplicate).toBe(false);
+    let reply;
+    for await (const m of sub) reply = m;
+    const completion = JSON.parse(sc.decode(reply.data)) as {
+      object: string;
+      model: string;
+      choices: { message: { content: string } }[];
+    };
+    expect(completion.object).toBe("chat.completion");
+    expect(completion.model).toBe("gpt-4o");
+    expect(completion.choices[0]!.message.content).toBe(
+      "(dev-openai test double) You said: hello json",
+    );
+    expect(reply.headers?.get("Nats-Msg-Id")).toBe("json-1");
+    expect(reply.headers?.get("Openai-Request-Id")).toMatch(/^req_dev_/);
+    expect(reply.headers?.get("Openai-Usage")).toMatch(/^prompt=\d+ completion=\d+ total=\d+$/);
+    expect(reply.headers?.get("Content-Type")).toBe("application/json");
+  });
+
+  it("stores a fire-and-forget request's result in OPENAI_RESULTS", async () => {
+    await proxy();
+    const s = await client.submit("fire and forget", { id: "ff-1" });
+    expect(s).toMatchObject({ id: "ff-1", duplicate: false });
+    const r = await client.result("ff-1", { wait: true, timeoutMs: 10_000 });
+    expect(r).toMatchObject({
+      ok: true,
+      body: "(dev-openai test double) You said: fire and forget",
+      attempts: 1,
+    });
+    const jsm = await nc.jetstreamManager();
+    const q = await jsm.streams.info("OPENAI_REQUESTS");
+    expect(q.state.messages).toBe(0); // acked, so gone from the work queue
+  });
+
+  it("never has more than worker.concurrency upstream calls or deliveries at once", async () => {
+    const C = 4;
+    dev.setLatency(100);
+    const N = 40;
+    await Promise.all(
+      Array.from({ length: N }, (_, i) => client.submit(`bounded ${i}`, { id: `b-${i}` })),
+    );
+    const jsm = await nc.jetstreamManager();
+    let maxAckPending = 0;
+    let maxInFlight = 0;
+    const started: { proxy?: Proxy } = {};
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        maxInFlight = Math.max(maxInFlight, started.proxy?.worker.inFlight ?? 0);
+        const ci = await jsm.consumers.info("OPENAI_REQUESTS", "openai-proxy");
+        maxAckPending = Math.max(maxAckPending, ci.num_ack_pending);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    started.proxy = await proxy({ "worker.concurrency": C });
+    await Promise.all(
+      Array.from({ length: N }, (_, i) =>
+        client.result(`b-${i}`, { wait: true, timeoutMs: 20_000 }),
+      ),
+    );
+    sampling = false;
+    await sampler;
+    expect(dev.stats().ok).toBe(N);
+    expect(dev.stats().maxInFlight).toBe(C);
+    expect(maxInFlight).toBe(C);
+    // The server's count also includes acks still travelling to it, so it may briefly
+    // exceed C; what matters is that the backlog of 40 is never pulled ahead.
+    expect(maxAckPending).toBeGreaterThan(0);
+    expect(maxAckPending).toBeLessThan(2 * C);
+  });
+
+  it("redelivers to another instance when a proxy dies after the API answered but before its ack", async () => {
+    // Proxy A: stores nothing and never acks — it "dies" right after the API answered.
+    let release: (() => void) | undefined;
+    const dead = new Promise<void>((r) => (release = r));
+    const a = await proxy(
+      {},
+      {
+        wrapOutputs: (o: Outputs): Outputs => ({
+          ...o,
+          storeResult: async () => {
+            await dead;
+            throw new Error("proxy A is gone");
+          },
+        }),
+      },
+    );
+    const inbox = createInbox();
+    const sub = nc.subscribe(inbox, { max: 1 });
+    await client.submit("survive a crash", { id: "crash-1", replyTo: inbox });
+    await eventually(() => dev.stats().ok === 1, 10_000, "proxy A's upstream call");
+    // A hard stop: the connection goes away without an ack.
+    await a.nc.close();
+    const b = await proxy();
+    let reply;
+    for await (const m of sub) reply = m;
+    expect(sc.decode(reply.data)).toBe("(dev-openai test double) You said: survive a crash");
+    expect(reply.headers?.get("Proxy-Attempts")).toBe("2"); // the second delivery answered
+    expect(dev.stats().ok).toBe(2); // the API was called again: A died before the PubAck
+    const r = await client.result("crash-1");
+    expect(r?.ok).toBe(true);
+    release!();
+    void b;
+  });
+
+  it("re-sends a stored result without calling the API when the proxy died after the PubAck", async () => {
+    let release: (() => void) | undefined;
+    const dead = new Promise<void>((r) => (release = r));
+    const a = await proxy(
+      {},
+      {
+        wrapOutputs: (o: Outputs): Outputs => ({
+          ...o,
+          reply: () => undefined,
+          storeResult: async (id, r) => {
+            await o.storeResult(id, r); // PubAck received…
+            await dead; // …and then the process dies before reply and ack
+            throw new Error("proxy A is gone");
+          },
+        }),
+      },
+    );
+    const inbox = createInbox();
+    const sub = nc.subscribe(inbox, { max: 1 });
+    await client.submit("stored then crash", { id: "crash-2", replyTo: inbox });
+    await eventually(
+      async () => (await client.result("crash-2")) !== null,
+      10_000,
+      "the stored result",
+    );
+    await a.nc.close();
+    await proxy();
+    let reply;
+    for await (const m of sub) reply = m;
+    expect(sc.decode(reply.data)).toBe("(dev-openai test double) You said: stored then crash");
+    expect(dev.stats().ok).toBe(1); // no second upstream call
+    release!();
+  });
+});
