@@ -84,6 +84,8 @@ export async function startProxy(
       consumer: s.consumer,
       concurrency: w.concurrency,
       pullExpiresMs: w.pull_expires_ms,
+      sweepIntervalMs: w.sweep_interval_ms,
+      requestsFilter: `${s.requests_prefix}.>`,
       breaker: {
         window: w.breaker.window,
         failureRatio: w.breaker.failure_ratio,

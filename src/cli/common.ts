@@ -13,8 +13,9 @@ import { createClient, namesFromConfig, type ProxyClient } from "../client/clien
 
 /** Rewrites `--nats_server=x` to `--nats-server=x`, so the original flags keep working. */
 export function normaliseArgv(argv: readonly string[]): string[] {
-  return argv.map((a) => {
-    if (!a.startsWith("--")) return a;
+  const end = argv.indexOf("--");
+  return argv.map((a, i) => {
+    if (!a.startsWith("--") || (end >= 0 && i >= end)) return a;
     const eq = a.indexOf("=");
     const name = eq < 0 ? a : a.slice(0, eq);
     return name.replace(/_/g, "-") + (eq < 0 ? "" : a.slice(eq));

@@ -62,7 +62,8 @@ export function loadConfig(opts: LoadOptions = {}): Loaded {
   }
   for (const [k, v] of Object.entries(opts.flags ?? {})) {
     if (v === undefined) continue;
-    if (!(k in SCHEMA)) throw new ConfigError(`unknown configuration key "${k}" (from a flag)`);
+    if (!Object.hasOwn(SCHEMA, k))
+      throw new ConfigError(`unknown configuration key "${k}" (from a flag)`);
     values.set(k, coerce(k, v, `flag for ${k}`, true));
   }
   return { config: build(values, source), warnings };
@@ -94,7 +95,7 @@ function readYaml(file: string): Map<string, unknown> {
       code === "ENOENT" ? "file not found" : code === "EACCES" ? "permission denied" : String(code);
     throw new ConfigError(`cannot read config file ${file}: ${why}`);
   }
-  const doc = parseDocument(text, { prettyErrors: false });
+  const doc = parseDocument(text, { prettyErrors: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
     const line = e.linePos?.[0]?.line;
@@ -121,7 +122,7 @@ function walk(
 ) {
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix ? `${prefix}.${k}` : k;
-    if (key in SCHEMA) {
+    if (Object.hasOwn(SCHEMA, key)) {
       if (v !== null && v !== undefined) out.set(key, v);
       continue;
     }

@@ -4,10 +4,10 @@
 import { SCHEMA, type Config } from "./schema.js";
 
 const SECRET_PATTERNS: RegExp[] = [
-  /sk-[A-Za-z0-9_*-]{3,}/g, // OpenAI keys, including the partly starred form the API echoes
+  /\bsk-[A-Za-z0-9_*-]{3,}/g, // OpenAI keys, including the partly starred form the API echoes
   /\bS[A-Z][A-Z2-7]{50,}\b/g, // nkey seeds (base32, "S" + type)
   /-----BEGIN [A-Z ]*NKEY SEED-----[\s\S]*?------END [A-Z ]*NKEY SEED------/g,
-  /Bearer\s+[A-Za-z0-9._~+/=-]+/gi,
+  /Bearer\s+[A-Za-z0-9._~+/=-]{8,}/gi,
 ];
 
 /** The configuration as it may be shown: every secret replaced by "[redacted]". */

@@ -54,6 +54,7 @@ export const SCHEMA: Record<string, Leaf> = {
   "worker.nak_delay_ms": { type: "number", default: 2000, min: 0 },
   "worker.nak_delay_max_ms": { type: "number", default: 60000, min: 0 },
   "worker.shutdown_grace_ms": { type: "number", default: 20000, min: 0 },
+  "worker.sweep_interval_ms": { type: "number", default: 60000, min: 0 },
   "worker.breaker.window": { type: "number", default: 20, min: 1 },
   "worker.breaker.failure_ratio": { type: "number", default: 0.8, min: 0 },
   "worker.breaker.probe_interval_ms": { type: "number", default: 5000, min: 10 },
@@ -111,6 +112,7 @@ export interface Config {
     readonly nak_delay_ms: number;
     readonly nak_delay_max_ms: number;
     readonly shutdown_grace_ms: number;
+    readonly sweep_interval_ms: number;
     readonly breaker: {
       readonly window: number;
       readonly failure_ratio: number;

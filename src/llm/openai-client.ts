@@ -88,6 +88,8 @@ async function streamed(
 
 interface ChoiceAcc {
   content: string;
+  refusal: string | null;
+  sawContent: boolean;
   role: string;
   finish_reason: string | null;
   tool_calls: { id?: string; type?: string; function: { name: string; arguments: string } }[];
@@ -111,11 +113,22 @@ export class Accumulator {
     for (const c of chunk.choices) {
       let a = this.choices.get(c.index);
       if (!a) {
-        a = { content: "", role: "assistant", finish_reason: null, tool_calls: [] };
+        a = {
+          content: "",
+          refusal: null,
+          sawContent: false,
+          role: "assistant",
+          finish_reason: null,
+          tool_calls: [],
+        };
         this.choices.set(c.index, a);
       }
       if (c.delta.role) a.role = c.delta.role;
-      if (c.delta.content) a.content += c.delta.content;
+      if (typeof c.delta.content === "string") {
+        a.content += c.delta.content;
+        a.sawContent = true;
+      }
+      if (c.delta.refusal) a.refusal = (a.refusal ?? "") + c.delta.refusal;
       if (c.finish_reason) a.finish_reason = c.finish_reason;
       for (const t of c.delta.tool_calls ?? []) {
         const slot = (a.tool_calls[t.index] ??= { function: { name: "", arguments: "" } });
@@ -134,8 +147,14 @@ export class Accumulator {
         index,
         message: {
           role: a.role,
-          content: a.content,
-          refusal: null,
+          // A reply made only of tool calls has content null, as in a non-streamed call.
+          content:
+            a.sawContent && (a.content !== "" || a.tool_calls.length === 0)
+              ? a.content
+              : a.tool_calls.length > 0
+                ? null
+                : a.content,
+          refusal: a.refusal,
           ...(a.tool_calls.length > 0 ? { tool_calls: a.tool_calls } : {}),
         },
         logprobs: null,

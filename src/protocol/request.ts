@@ -189,7 +189,8 @@ export function parseExpiresAt(value: string): number | undefined {
   const v = value.trim();
   if (v === "") return undefined;
   if (/^\d+$/.test(v)) return Number(v);
-  const t = Date.parse(v);
+  const rfc3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})$/;
+  const t = rfc3339.test(v) ? Date.parse(v) : NaN;
   if (Number.isNaN(t)) {
     throw new RequestError(
       Code.badRequest,

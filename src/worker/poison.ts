@@ -4,7 +4,7 @@
  * one instance (queue group) copies it to the DLQ, answers the caller with an error
  * and removes it from the work queue.
  */
-import type { JetStreamManager, NatsConnection, Subscription } from "nats";
+import type { JetStreamManager, NatsConnection, StoredMsg, Subscription } from "nats";
 import { Code } from "../protocol/codes.js";
 import { H, JSON_TYPE } from "../protocol/headers.js";
 import { encodeError } from "../protocol/result.js";
@@ -54,13 +54,25 @@ async function deadLetterPoison(
   deliveries: number,
   log: Logger,
 ): Promise<void> {
-  let sm;
+  let sm: StoredMsg;
   try {
     sm = await jsm.streams.getMessage(o.stream, { seq });
   } catch (e) {
     if ((e as { code?: string }).code === "404") return; // already settled (a late ack)
     throw e;
   }
+  await deadLetterStored(jsm, out, o, sm, deliveries, log);
+}
+
+async function deadLetterStored(
+  jsm: JetStreamManager,
+  out: Outputs,
+  o: PoisonWatchOptions,
+  sm: StoredMsg,
+  deliveries: number,
+  log: Logger,
+): Promise<void> {
+  const seq = sm.seq;
   const id = idFromSubject(sm.subject);
   const message = `poison: delivered ${deliveries} times and no worker finished it (it crashed or hung the worker each time); inspect it with "nats-openai-proxy dlq show ${id}"`;
   const original = { headers: sm.header, data: sm.data };
@@ -74,9 +86,77 @@ async function deadLetterPoison(
   await out.storeResult(id, err);
   const replyTo = sm.header.get(H.replyTo);
   if (replyTo) out.reply(replyTo, err);
-  await jsm.streams.deleteMessage(o.stream, seq, false).catch((e: unknown) => {
-    if ((e as { code?: string }).code !== "500") throw e; // already gone
-  });
+  await deleteQuietly(jsm, o.stream, seq);
   log.warn({ id, seq, deliveries }, "poison message dead-lettered");
   o.onPoison?.(id);
+}
+
+async function deleteQuietly(jsm: JetStreamManager, stream: string, seq: number): Promise<void> {
+  await jsm.streams.deleteMessage(stream, seq, false).catch((e: unknown) => {
+    if ((e as { code?: string }).code !== "500") throw e; // already gone
+  });
+}
+
+export interface SweepReport {
+  /** settled messages a server crash brought back (their result exists): removed */
+  ghosts: number;
+  /** older copies superseded by a requeued copy: removed */
+  superseded: number;
+  /** max-delivered messages whose advisory was missed: dead-lettered */
+  poison: number;
+}
+
+/**
+ * Finds messages stranded below the consumer's ack floor — invisible to the consumer
+ * forever — and settles them. Two causes: a MAX_DELIVERIES advisory nobody received,
+ * and nats-server 2.9 bringing back already-acked work-queue messages after a crash
+ * (its file store has no delete tombstones). Cheap when there is nothing to do: one
+ * stream info and one consumer info.
+ */
+export async function sweepStranded(
+  jsm: JetStreamManager,
+  out: Outputs,
+  o: PoisonWatchOptions & { filter: string },
+  log: Logger,
+): Promise<SweepReport> {
+  const report: SweepReport = { ghosts: 0, superseded: 0, poison: 0 };
+  const si = await jsm.streams.info(o.stream);
+  const ci = await jsm.consumers.info(o.stream, o.consumer);
+  if (si.state.messages <= ci.num_pending + ci.num_ack_pending) return report;
+  const floor = ci.ack_floor.stream_seq;
+  const maxDeliver = ci.config.max_deliver ?? -1;
+  let seq = si.state.first_seq;
+  while (seq <= floor) {
+    let sm: StoredMsg;
+    try {
+      // next_by_subj skips deleted sequences (works on 2.9 though nats.js does not type it).
+      sm = await jsm.streams.getMessage(o.stream, { seq, next_by_subj: o.filter } as unknown as {
+        seq: number;
+      });
+    } catch (e) {
+      if ((e as { code?: string }).code === "404") break;
+      throw e;
+    }
+    if (sm.seq > floor) break;
+    const id = idFromSubject(sm.subject);
+    if ((await out.lookupResult(id)) !== null) {
+      await deleteQuietly(jsm, o.stream, sm.seq);
+      report.ghosts++;
+    } else if (
+      (await jsm.streams.getMessage(o.stream, { last_by_subj: sm.subject })).seq > sm.seq
+    ) {
+      await deleteQuietly(jsm, o.stream, sm.seq);
+      report.superseded++;
+    } else {
+      await deadLetterStored(jsm, out, o, sm, maxDeliver, log);
+      report.poison++;
+    }
+    seq = sm.seq + 1;
+  }
+  if (report.ghosts + report.superseded + report.poison > 0)
+    log.warn(
+      { ...report, stream: o.stream },
+      "settled messages stranded below the consumer's ack floor",
+    );
+  return report;
 }

@@ -10,7 +10,7 @@ import { CircuitBreaker, type BreakerState } from "./breaker.js";
 import type { Failure } from "./errors.js";
 import { handleMessage, type Finished, type HandleSettings } from "./handle.js";
 import type { Outputs } from "./outputs.js";
-import { watchPoison } from "./poison.js";
+import { sweepStranded, watchPoison } from "./poison.js";
 import { SlotPuller } from "./puller.js";
 import { sleep } from "./sleep.js";
 
@@ -38,6 +38,9 @@ export interface WorkerOptions {
   concurrency: number;
   pullExpiresMs: number;
   breaker: { window: number; failureRatio: number; probeIntervalMs: number };
+  /** how often to look for messages stranded below the ack floor (0: only on start and reconnect) */
+  sweepIntervalMs: number;
+  requestsFilter: string;
   settings: Omit<HandleSettings, "maxDeliver" | "ackWaitMs" | "probeIntervalMs">;
 }
 
@@ -46,6 +49,8 @@ export interface Worker {
   readonly breakerState: BreakerState;
   readonly inFlight: number;
   start(): Promise<void>;
+  /** Settles messages stranded below the ack floor (also run on start, on reconnect and periodically). */
+  sweep(): Promise<void>;
   /** Stop pulling, let in-flight work finish within `graceMs`, nak the rest. Idempotent. */
   stop(graceMs: number): Promise<void>;
 }
@@ -91,7 +96,35 @@ export function createWorker(o: WorkerOptions): Worker {
     }
   }
 
+  let sweeping: Promise<void> | undefined;
+  let sweepTimer: NodeJS.Timeout | undefined;
+  const sweep = (): Promise<void> => {
+    sweeping ??= sweepStranded(
+      o.jsm,
+      o.out,
+      {
+        stream: o.stream,
+        consumer: o.consumer,
+        queue: o.consumer,
+        filter: o.requestsFilter,
+        onPoison: (id) => obs?.poison(id),
+      },
+      log,
+    )
+      .then(() => undefined)
+      .catch((e: unknown) => log.debug({ err: e }, "sweep failed; will retry"))
+      .finally(() => (sweeping = undefined));
+    return sweeping;
+  };
+  const watchReconnects = async () => {
+    for await (const s of o.nc.status()) {
+      // A restarted server may bring back settled messages: look once it is back.
+      if (String(s.type) === "reconnect" && state === "RUNNING") void sweep();
+    }
+  };
+
   return {
+    sweep,
     get state() {
       return state;
     },
@@ -155,6 +188,12 @@ export function createWorker(o: WorkerOptions): Worker {
       );
       state = "RUNNING";
       puller.start();
+      void sweep();
+      void watchReconnects();
+      if (o.sweepIntervalMs > 0) {
+        sweepTimer = setInterval(() => void sweep(), o.sweepIntervalMs);
+        sweepTimer.unref();
+      }
       log.info(
         {
           stream: o.stream,
@@ -174,6 +213,7 @@ export function createWorker(o: WorkerOptions): Worker {
         }
         state = "STOPPING";
         probeStop.abort();
+        clearInterval(sweepTimer);
         poisonSub?.unsubscribe();
         const p = puller;
         if (p) {

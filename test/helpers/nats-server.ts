@@ -5,9 +5,10 @@
  * supports kill/restart on the same port and store dir, 3-node JetStream clusters on loopback,
  * and auth fixtures (TLS certificates via openssl, nkey users, operator-mode creds).
  *
- * Every server and temporary directory created here is tracked; a process 'exit' hook SIGKILLs
- * servers that are still running and removes the temporary directories, so a test that forgets
- * to clean up does not leak processes.
+ * Every server and temporary directory created here is tracked. On process 'exit' and on
+ * SIGTERM/SIGINT/SIGHUP the harness SIGKILLs servers that are still running and removes the
+ * temporary directories (including fixture dirs), so a test that forgets to clean up does not
+ * leak processes. Fixture dirs (TLS, nkey, creds) live until then unless the caller removes them.
  */
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -416,13 +417,15 @@ export interface ClusterHandle {
 const CLUSTER_READY_TIMEOUT_MS = 30_000;
 
 /**
- * Starts `size` JetStream nodes (server_name n1..nN) routed to each other on loopback and
+ * Starts `size` (>= 2) JetStream nodes (server_name n1..nN) routed to each other on loopback and
  * resolves once a stream with num_replicas = min(size, 3) can be created, i.e. the meta leader
  * is elected and every peer is known (right after start the server answers "no suitable peers
  * for placement" for about a second).
  */
 export async function startCluster(size = 3): Promise<ClusterHandle> {
-  if (!Number.isInteger(size) || size < 1) throw new Error(`startCluster: bad size ${size}`);
+  // A 1-node "cluster" never elects a meta leader on 2.9.10 (it logs "Waiting for routing to be
+  // established..." forever); use startNatsServer() for a single node.
+  if (!Number.isInteger(size) || size < 2) throw new Error(`startCluster: size must be >= 2`);
   // A port picked by freePorts can be taken by someone else before the node binds it; the route
   // ports are baked into every node's config, so the only fix is a new set of ports.
   for (let attempt = 1; ; attempt++) {

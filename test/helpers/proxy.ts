@@ -4,7 +4,14 @@
  * and a `serve` subprocess that can be killed with SIGKILL.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -93,11 +100,16 @@ export async function startTestProxy(o: TestProxyOptions): Promise<Proxy> {
     "worker.pull_expires_ms": 2000,
     ...o.flags,
   });
-  return startProxy(
-    config,
-    o.log ?? createLogger({ level: "silent", pretty: false }),
-    o.deps ?? {},
-  );
+  // TEST_LOG=debug TEST_LOG_FILE=/tmp/x.log keeps the proxy's logs while debugging a test.
+  const file = process.env.TEST_LOG_FILE ?? "/dev/stderr";
+  const log =
+    o.log ??
+    createLogger({
+      level: process.env.TEST_LOG ?? "silent",
+      pretty: false,
+      destination: { write: (s: string) => appendFileSync(file, s) },
+    });
+  return startProxy(config, log, o.deps ?? {});
 }
 
 /** A client on its own connection. */

@@ -4,7 +4,14 @@
  * fire-and-forget, the concurrency bound, and ack-after-publish.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, headers, StringCodec, type NatsConnection } from "nats";
+import {
+  createInbox,
+  headers,
+  StringCodec,
+  type Msg,
+  type NatsConnection,
+  type Subscription,
+} from "nats";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
 import { eventually, makeStreamsDir, startTestProxy, testClient } from "../helpers/proxy.js";
@@ -38,6 +45,11 @@ afterAll(async () => {
   await Promise.all([server.stop(), dev.close()]);
   streams.cleanup();
 });
+
+async function first(sub: Subscription): Promise<Msg> {
+  for await (const m of sub) return m;
+  throw new Error("subscription closed without a message");
+}
 
 async function proxy(flags: Record<string, unknown> = {}, deps = {}) {
   const p = await startTestProxy({
@@ -87,8 +99,7 @@ describe("request path", () => {
       headers: h,
     });
     expect(pa.duplicate).toBe(false);
-    let reply;
-    for await (const m of sub) reply = m;
+    const reply = await first(sub);
     const completion = JSON.parse(sc.decode(reply.data)) as {
       object: string;
       model: string;
@@ -116,8 +127,12 @@ describe("request path", () => {
       attempts: 1,
     });
     const jsm = await nc.jetstreamManager();
-    const q = await jsm.streams.info("OPENAI_REQUESTS");
-    expect(q.state.messages).toBe(0); // acked, so gone from the work queue
+    // The ack follows the result's PubAck: the work queue empties right after.
+    await eventually(
+      async () => (await jsm.streams.info("OPENAI_REQUESTS")).state.messages === 0,
+      5_000,
+      "the ack",
+    );
   });
 
   it("never has more than worker.concurrency upstream calls or deliveries at once", async () => {
@@ -180,8 +195,7 @@ describe("request path", () => {
     // A hard stop: the connection goes away without an ack.
     await a.nc.close();
     const b = await proxy();
-    let reply;
-    for await (const m of sub) reply = m;
+    const reply = await first(sub);
     expect(sc.decode(reply.data)).toBe("(dev-openai test double) You said: survive a crash");
     expect(reply.headers?.get("Proxy-Attempts")).toBe("2"); // the second delivery answered
     expect(dev.stats().ok).toBe(2); // the API was called again: A died before the PubAck
@@ -218,8 +232,7 @@ describe("request path", () => {
     );
     await a.nc.close();
     await proxy();
-    let reply;
-    for await (const m of sub) reply = m;
+    const reply = await first(sub);
     expect(sc.decode(reply.data)).toBe("(dev-openai test double) You said: stored then crash");
     expect(dev.stats().ok).toBe(1); // no second upstream call
     release!();
