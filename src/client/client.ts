@@ -46,15 +46,19 @@ export class RequestTimeoutError extends ClientError {
 export interface ClientNames {
   requestsStream: string;
   resultsStream: string;
+  batchesStream: string;
   requestsPrefix: string;
   resultsPrefix: string;
+  batchesPrefix: string;
 }
 
 export const DEFAULT_NAMES: ClientNames = Object.freeze({
   requestsStream: "OPENAI_REQUESTS",
   resultsStream: "OPENAI_RESULTS",
+  batchesStream: "OPENAI_BATCHES",
   requestsPrefix: DEFAULT_SUBJECTS.requests,
   resultsPrefix: DEFAULT_SUBJECTS.results,
+  batchesPrefix: "openai.batches",
 });
 
 /** Names from a loaded configuration. */
@@ -62,8 +66,10 @@ export function namesFromConfig(c: Config): ClientNames {
   return {
     requestsStream: c.streams.requests,
     resultsStream: c.streams.results,
+    batchesStream: c.streams.batches,
     requestsPrefix: c.streams.requests_prefix,
     resultsPrefix: c.streams.results_prefix,
+    batchesPrefix: c.streams.batches_prefix,
   };
 }
 

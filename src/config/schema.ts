@@ -40,10 +40,12 @@ export const SCHEMA: Record<string, Leaf> = {
   "streams.requests": { type: "string", default: "OPENAI_REQUESTS" },
   "streams.results": { type: "string", default: "OPENAI_RESULTS" },
   "streams.dlq": { type: "string", default: "OPENAI_DLQ" },
+  "streams.batches": { type: "string", default: "OPENAI_BATCHES" },
   "streams.consumer": { type: "string", default: "openai-proxy" },
   "streams.requests_prefix": { type: "string", default: "openai.requests" },
   "streams.results_prefix": { type: "string", default: "openai.results" },
   "streams.dlq_prefix": { type: "string", default: "openai.dlq" },
+  "streams.batches_prefix": { type: "string", default: "openai.batches" },
   "worker.concurrency": {
     type: "number",
     default: 64,
@@ -101,10 +103,12 @@ export interface Config {
     readonly requests: string;
     readonly results: string;
     readonly dlq: string;
+    readonly batches: string;
     readonly consumer: string;
     readonly requests_prefix: string;
     readonly results_prefix: string;
     readonly dlq_prefix: string;
+    readonly batches_prefix: string;
   };
   readonly worker: {
     readonly concurrency: number;

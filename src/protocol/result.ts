@@ -104,6 +104,17 @@ export function encodeError(kind: "text" | "json", meta: ErrorMeta): Encoded {
   return { headers: h, data: enc.encode(JSON.stringify(body)) };
 }
 
+/** Request headers a result carries back (batch bookkeeping). */
+export const CARRIED_HEADERS: readonly string[] = [H.batchId, H.customId];
+
+/** Copies the carried headers of a request onto its result. */
+export function carryHeaders(from: MsgHdrs | undefined, to: MsgHdrs): void {
+  for (const k of CARRIED_HEADERS) {
+    const v = from?.get(k) ?? "";
+    if (v !== "") to.set(k, v);
+  }
+}
+
 function baseHeaders(id: string, attempts: number): MsgHdrs {
   const h = natsHeaders();
   h.set(H.msgId, id);
@@ -127,6 +138,9 @@ export interface ResultView {
   usage?: Usage;
   attempts?: number;
   upstreamRequestId?: string;
+  /** batch bookkeeping carried from the request */
+  batchId?: string;
+  customId?: string;
 }
 
 /** Reads a reply or result message into a `ResultView`. */
@@ -145,6 +159,8 @@ export function readResult(id: string, h: MsgHdrs | undefined, data: Uint8Array)
   if (usage) view.usage = usage;
   if (get(H.attempts)) view.attempts = Number(get(H.attempts));
   if (get(H.requestId)) view.upstreamRequestId = get(H.requestId);
+  if (get(H.batchId)) view.batchId = get(H.batchId);
+  if (get(H.customId)) view.customId = get(H.customId);
   if (view.ok && get(H.contentType).startsWith(JSON_TYPE)) {
     try {
       view.completion = JSON.parse(body) as CompletionLike;

@@ -10,7 +10,7 @@ import type { ChatClient, ChatResult } from "../llm/chat-client.js";
 import { Code, RequestError } from "../protocol/codes.js";
 import { H, JSON_TYPE, STREAM_DELTA, STREAM_DONE } from "../protocol/headers.js";
 import { decodeRequest, parseExpiresAt, type DecodedRequest } from "../protocol/request.js";
-import { encodeError, encodeSuccess, type Encoded } from "../protocol/result.js";
+import { carryHeaders, encodeError, encodeSuccess, type Encoded } from "../protocol/result.js";
 import { idFromSubject, idProblem } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
 import { backoffDelay, nakDelay } from "./backoff.js";
@@ -138,6 +138,7 @@ export async function handleMessage(m: JsMsg, d: HandleDeps): Promise<Finished> 
       upstreamRequestId: result.upstreamRequestId,
     });
     if (streaming) out.headers.set(H.stream, STREAM_DONE);
+    carryHeaders(m.headers, out.headers);
     await d.out.storeResult(id, out);
     if (replyTo) d.out.reply(replyTo, out);
     m.ack();
@@ -198,6 +199,7 @@ async function settleFailure(
       message: f.message,
       model: c.model,
     });
+    carryHeaders(m.headers, err.headers);
     await d.out.storeResult(c.id, err);
     if (c.replyTo) d.out.reply(c.replyTo, err);
     m.ack();

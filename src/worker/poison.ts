@@ -7,7 +7,7 @@
 import type { JetStreamManager, NatsConnection, StoredMsg, Subscription } from "nats";
 import { Code } from "../protocol/codes.js";
 import { H, JSON_TYPE } from "../protocol/headers.js";
-import { encodeError } from "../protocol/result.js";
+import { carryHeaders, encodeError } from "../protocol/result.js";
 import { idFromSubject } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
 import type { Outputs } from "./outputs.js";
@@ -83,6 +83,7 @@ async function deadLetterStored(
   });
   const kind = sm.header.get(H.contentType).startsWith(JSON_TYPE) ? "json" : "text";
   const err = encodeError(kind, { id, attempts: deliveries, code: Code.internal, message });
+  carryHeaders(sm.header, err.headers);
   await out.storeResult(id, err);
   const replyTo = sm.header.get(H.replyTo);
   if (replyTo) out.reply(replyTo, err);

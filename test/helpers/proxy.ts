@@ -122,7 +122,10 @@ export async function testClient(
 
 export interface ServeProcess {
   proc: ChildProcess;
+  /** stdout and stderr interleaved */
   output(): string;
+  stdout(): string;
+  stderr(): string;
   /** resolves when a line matching `re` was printed */
   waitFor(re: RegExp, timeoutMs?: number): Promise<void>;
   exited: Promise<number | null>;
@@ -141,6 +144,8 @@ export function spawnCli(args: string[], env: Record<string, string> = {}): Serv
     },
   );
   let out = "";
+  let stdout = "";
+  let stderr = "";
   const waiters: { re: RegExp; resolve: () => void }[] = [];
   const onData = (b: Buffer) => {
     out += b.toString();
@@ -151,12 +156,20 @@ export function spawnCli(args: string[], env: Record<string, string> = {}): Serv
       }
     }
   };
-  proc.stdout.on("data", onData);
-  proc.stderr.on("data", onData);
-  const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => resolve(code)));
+  proc.stdout.on("data", (b: Buffer) => {
+    stdout += b.toString();
+    onData(b);
+  });
+  proc.stderr.on("data", (b: Buffer) => {
+    stderr += b.toString();
+    onData(b);
+  });
+  const exited = new Promise<number | null>((resolve) => proc.on("close", (code) => resolve(code)));
   return {
     proc,
     output: () => out,
+    stdout: () => stdout,
+    stderr: () => stderr,
     exited,
     waitFor(re, timeoutMs = 20_000) {
       if (re.test(out)) return Promise.resolve();
