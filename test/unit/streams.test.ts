@@ -23,8 +23,9 @@ function stream(defs: Definitions, name: string) {
 describe("loadDefinitions on the repository's streams/", () => {
   const defs = loadDefinitions(STREAMS_DIR);
 
-  it("defines the three streams and one consumer", () => {
+  it("defines the four streams and one consumer", () => {
     expect(defs.streams.map((s) => s.name).sort()).toEqual([
+      "OPENAI_BATCHES",
       "OPENAI_DLQ",
       "OPENAI_REQUESTS",
       "OPENAI_RESULTS",
@@ -71,8 +72,8 @@ describe("loadDefinitions on the repository's streams/", () => {
 
   it("replicas overrides num_replicas of every stream", () => {
     const d3 = loadDefinitions(STREAMS_DIR, 3);
-    expect(d3.streams.map((s) => s.num_replicas)).toEqual([3, 3, 3]);
-    expect(defs.streams.map((s) => s.num_replicas)).toEqual([1, 1, 1]);
+    expect(d3.streams.map((s) => s.num_replicas)).toEqual([3, 3, 3, 3]);
+    expect(defs.streams.map((s) => s.num_replicas)).toEqual([1, 1, 1, 1]);
   });
 });
 
