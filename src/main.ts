@@ -101,7 +101,7 @@ export async function startProxy(
       },
     });
     await worker.start();
-    const shim = startShim(
+    const shim = await startShim(
       nc,
       js,
       {
@@ -110,6 +110,11 @@ export async function startProxy(
         stream: s.requests,
         requestsPrefix: s.requests_prefix,
         onRequest: (a, c) => metrics.shim(a, c),
+        stats: () => ({
+          in_flight: worker.inFlight,
+          breaker: worker.breakerState,
+          state: worker.state,
+        }),
       },
       log,
     );
@@ -152,7 +157,7 @@ export async function startProxy(
       http,
       stop(graceMs = w.shutdown_grace_ms) {
         stopping ??= (async () => {
-          shim.unsubscribe();
+          await shim.stop();
           await worker.stop(graceMs);
           await nc.drain().catch(() => undefined);
           await http?.close();

@@ -1,9 +1,10 @@
 /**
- * The compat shim: the original tool's core subject (`openai_requests`), served by a
- * queue group. Each request is written into the work-queue stream with
- * Reply-To = the caller's inbox, so a worker crash means a late answer, not a lost one.
+ * The compat shim: the original tool's core subject (`openai_requests`), served as a
+ * NATS micro service endpoint (queue group, `$SRV.PING|INFO|STATS`). Each request is
+ * written into the work-queue stream with Reply-To = the caller's inbox, so a worker
+ * crash means a late answer, not a lost one.
  */
-import type { JetStreamClient, Msg, NatsConnection, Subscription } from "nats";
+import type { JetStreamClient, NatsConnection, ServiceMsg } from "nats";
 import { publishFailure } from "../nats/publish-errors.js";
 import { Code } from "../protocol/codes.js";
 import { H, JSON_TYPE } from "../protocol/headers.js";
@@ -11,6 +12,7 @@ import { encodeError } from "../protocol/result.js";
 import { isValidId, newId, subjectFor } from "../protocol/subjects.js";
 import { copyHeaders } from "../worker/outputs.js";
 import type { Logger } from "../log.js";
+import { VERSION } from "../version.js";
 
 export interface ShimOptions {
   subject: string;
@@ -19,28 +21,56 @@ export interface ShimOptions {
   requestsPrefix: string;
   /** called for every request written or refused */
   onRequest?: (accepted: boolean, code?: number) => void;
+  /** extra data for `$SRV.STATS` */
+  stats?: () => unknown;
 }
 
-/** Starts serving the compat subject. */
-export function startShim(
+export interface Shim {
+  stop(): Promise<void>;
+}
+
+/** Starts serving the compat subject as the `openai-proxy` micro service. */
+export async function startShim(
   nc: NatsConnection,
   js: JetStreamClient,
   o: ShimOptions,
   log: Logger,
-): Subscription {
-  return nc.subscribe(o.subject, {
+): Promise<Shim> {
+  const srv = await nc.services.add({
+    name: "openai-proxy",
+    version: VERSION,
+    description: "nats-openai-proxy: durable OpenAI-compatible chat completions on JetStream",
     queue: o.queue,
-    callback: (err, m) => {
+    metadata: { requests_stream: o.stream, requests_subject: `${o.requestsPrefix}.>` },
+    statsHandler: () => Promise.resolve(o.stats?.() ?? null),
+  });
+  srv.addEndpoint("openai_requests", {
+    subject: o.subject,
+    queue: o.queue,
+    metadata: {
+      format: "text prompt or Chat Completions JSON; reply: assistant text or ChatCompletion JSON",
+    },
+    handler: (err, m) => {
       if (err) {
-        log.warn({ err }, "shim subscription error");
+        log.warn({ err }, "shim endpoint error");
         return;
       }
       void forward(js, m, o, log);
     },
   });
+  return {
+    stop: async () => {
+      await srv.stop().catch(() => undefined);
+    },
+  };
 }
 
-async function forward(js: JetStreamClient, m: Msg, o: ShimOptions, log: Logger): Promise<void> {
+async function forward(
+  js: JetStreamClient,
+  m: ServiceMsg,
+  o: ShimOptions,
+  log: Logger,
+): Promise<void> {
   const given = m.headers?.get(H.msgId) ?? "";
   const id = given !== "" && isValidId(given) ? given : newId();
   const h = copyHeaders(m.headers);
@@ -48,29 +78,26 @@ async function forward(js: JetStreamClient, m: Msg, o: ShimOptions, log: Logger)
   if (m.reply) h.set(H.replyTo, m.reply);
   const subject = subjectFor(o.requestsPrefix, id);
   const kind = (m.headers?.get(H.contentType) ?? "").startsWith(JSON_TYPE) ? "json" : "text";
+  const refuse = (code: number, message: string) => {
+    o.onRequest?.(false, code);
+    if (!m.reply) return;
+    const e = encodeError(kind, { id, attempts: 0, code, message });
+    // respondError counts the error in $SRV.STATS; the body is the usual error answer.
+    m.respondError(code, message, e.data, { headers: e.headers });
+  };
   try {
     const pa = await js.publish(subject, m.data, { msgID: id, headers: h });
     if (pa.duplicate) {
-      o.onRequest?.(false, Code.conflict);
-      if (m.reply) {
-        const e = encodeError(kind, {
-          id,
-          attempts: 0,
-          code: Code.conflict,
-          message: `duplicate: request id ${id} is already queued; its reply goes to the first caller; read it with "nats-openai-proxy result ${id} --wait"`,
-        });
-        m.respond(e.data, { headers: e.headers });
-      }
+      refuse(
+        Code.conflict,
+        `duplicate: request id ${id} is already queued; its reply goes to the first caller; read it with "nats-openai-proxy result ${id} --wait"`,
+      );
       return;
     }
     o.onRequest?.(true);
   } catch (e) {
     const f = publishFailure(e, o.stream, subject);
-    o.onRequest?.(false, f.code);
     log.warn({ id, code: f.code, reason: f.message }, "compat request refused");
-    if (m.reply) {
-      const r = encodeError(kind, { id, attempts: 0, code: f.code, message: f.message });
-      m.respond(r.data, { headers: r.headers });
-    }
+    refuse(f.code, f.message);
   }
 }
