@@ -52,6 +52,8 @@ export interface Fault {
 export interface DevOpenAIStats {
   /** All POST /v1/chat/completions received. */
   calls: number;
+  /** All GET /v1/models… received (health probes use it). */
+  modelCalls: number;
   ok: number;
   failed: number;
   inFlight: number;
@@ -356,6 +358,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
 
   let seq = 0;
   let calls = 0;
+  let modelCalls = 0;
   let ok = 0;
   let failed = 0;
   let inFlight = 0;
@@ -508,6 +511,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
       return;
     }
     if (method === "GET" && (path === "/v1/models" || path.startsWith("/v1/models/"))) {
+      modelCalls++;
       if (!authorized(req)) {
         req.resume();
         sendUnauthorized(req, res, {});
@@ -1016,6 +1020,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
   function stats(): DevOpenAIStats {
     return {
       calls,
+      modelCalls,
       ok,
       failed,
       inFlight,
@@ -1028,6 +1033,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
 
   function reset(): void {
     calls = 0;
+    modelCalls = 0;
     ok = 0;
     failed = 0;
     // In-flight is live state, not history: calls still open will decrement it later.

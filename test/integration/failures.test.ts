@@ -232,9 +232,12 @@ describe("outages", () => {
     const ids = Array.from({ length: 10 }, (_, i) => `auth-${i}`);
     await Promise.all(ids.map((id) => client.submit(`needs auth ${id}`, { id })));
     await eventually(() => p.worker.breakerState === "open", 10_000, "the breaker to open");
+    // While paused the proxy probes the API (GET /models) instead of pulling requests.
+    const probes = dev.stats().modelCalls;
+    await eventually(() => dev.stats().modelCalls >= probes + 2, 5_000, "two probes");
     const calls = dev.stats().calls;
-    // While paused nothing is pulled and nothing is dead-lettered.
-    await eventually(() => dev.stats().calls > calls, 5_000, "a probe");
+    await eventually(() => dev.stats().modelCalls >= probes + 3, 5_000, "a third probe");
+    expect(dev.stats().calls).toBe(calls); // no request was pulled while paused
     expect(await dlqCount()).toBe(0);
     dev.setApiKey(undefined);
     const results = await Promise.all(
