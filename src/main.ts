@@ -15,6 +15,7 @@ import { applyDefinitions, formatReport, loadDefinitions } from "./nats/streams.
 import { startShim } from "./shim/shim.js";
 import { natsOutputs, type Outputs } from "./worker/outputs.js";
 import { createWorker, type Worker } from "./worker/worker.js";
+import { createRateLimiter } from "./worker/ratelimit.js";
 import { existsSync } from "node:fs";
 
 export interface Proxy {
@@ -72,6 +73,17 @@ export async function startProxy(
     });
     const out = deps.wrapOutputs ? deps.wrapOutputs(natsOut) : natsOut;
     const w = config.worker;
+    const limiter = createRateLimiter(
+      nc,
+      js,
+      jsm,
+      {
+        limits: config.limits.models,
+        streamPrefix: config.limits.stream_prefix,
+        subjectPrefix: config.limits.subject_prefix,
+      },
+      log,
+    );
     const worker = createWorker({
       nc,
       js,
@@ -86,6 +98,7 @@ export async function startProxy(
       pullExpiresMs: w.pull_expires_ms,
       sweepIntervalMs: w.sweep_interval_ms,
       requestsFilter: `${s.requests_prefix}.>`,
+      limiter,
       breaker: {
         window: w.breaker.window,
         failureRatio: w.breaker.failure_ratio,
@@ -159,6 +172,7 @@ export async function startProxy(
         stopping ??= (async () => {
           await shim.stop();
           await worker.stop(graceMs);
+          limiter.close();
           await nc.drain().catch(() => undefined);
           await http?.close();
           log.info("stopped");

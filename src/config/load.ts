@@ -172,6 +172,32 @@ function coerce(key: string, v: unknown, where: string, fromString: boolean): un
       if (leaf.min !== undefined && n < leaf.min) throw bad(`a number ≥ ${leaf.min}`);
       return n;
     }
+    case "limits": {
+      let obj = v;
+      if (fromString && typeof v === "string") {
+        try {
+          obj = JSON.parse(v);
+        } catch {
+          throw bad('JSON such as {"gpt-4o-mini":{"rpm":600,"tpm":200000}}');
+        }
+      }
+      if (!isPlainObject(obj)) throw bad("a mapping of model → {rpm, tpm}");
+      for (const [model, l] of Object.entries(obj)) {
+        if (!isPlainObject(l))
+          throw new ConfigError(
+            `${where}: "${key}.${model}" must be a mapping with rpm and/or tpm`,
+          );
+        for (const [k, n] of Object.entries(l)) {
+          if (k !== "rpm" && k !== "tpm")
+            throw new ConfigError(`${where}: unknown key "${key}.${model}.${k}" (use rpm or tpm)`);
+          if (typeof n !== "number" || !(n > 0))
+            throw new ConfigError(
+              `${where}: "${key}.${model}.${k}" must be a positive number, got ${typeName(n)}`,
+            );
+        }
+      }
+      return obj;
+    }
     case "boolean": {
       if (typeof v === "boolean") return v;
       if (fromString && typeof v === "string") {

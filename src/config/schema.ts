@@ -3,7 +3,7 @@
  * whether it is a secret. `config/config.yaml` documents the same keys.
  */
 
-export type LeafType = "string" | "number" | "boolean" | "strings";
+export type LeafType = "string" | "number" | "boolean" | "strings" | "limits";
 
 export interface Leaf {
   type: LeafType;
@@ -60,6 +60,9 @@ export const SCHEMA: Record<string, Leaf> = {
   "worker.breaker.window": { type: "number", default: 20, min: 1 },
   "worker.breaker.failure_ratio": { type: "number", default: 0.8, min: 0 },
   "worker.breaker.probe_interval_ms": { type: "number", default: 5000, min: 10 },
+  "limits.models": { type: "limits", default: {}, env: ["PROXY_RATE_LIMITS"] },
+  "limits.stream_prefix": { type: "string", default: "OPENAI_RATE" },
+  "limits.subject_prefix": { type: "string", default: "openai.rate" },
   "http.enabled": { type: "boolean", default: true },
   "http.host": { type: "string", default: "127.0.0.1" },
   "http.port": { type: "number", default: 9464, min: 0, env: ["HTTP_PORT"] },
@@ -122,6 +125,12 @@ export interface Config {
       readonly failure_ratio: number;
       readonly probe_interval_ms: number;
     };
+  };
+  readonly limits: {
+    /** model → requests / tokens per minute, shared by all instances */
+    readonly models: Readonly<Record<string, { readonly rpm?: number; readonly tpm?: number }>>;
+    readonly stream_prefix: string;
+    readonly subject_prefix: string;
   };
   readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly log: { readonly level: string; readonly pretty: boolean };

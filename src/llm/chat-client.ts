@@ -9,6 +9,8 @@ export interface ChatResult {
   completion: CompletionLike;
   /** the API's `x-request-id` */
   upstreamRequestId?: string | undefined;
+  /** the API's x-ratelimit-* headers (lower-case keys) */
+  rateHeaders?: Readonly<Record<string, string>>;
 }
 
 export interface ChatCallOptions {

@@ -47,6 +47,7 @@ export function createOpenAIClient(o: OpenAIClientOptions): ChatClient {
         return {
           completion: data as unknown as CompletionLike,
           upstreamRequestId: response.headers.get("x-request-id") ?? undefined,
+          rateHeaders: rateHeaders(response.headers),
         };
       } catch (e) {
         throw wrap(e);
@@ -83,7 +84,17 @@ async function streamed(
   return {
     completion: acc.result(params.model),
     upstreamRequestId: response.headers.get("x-request-id") ?? undefined,
+    rateHeaders: rateHeaders(response.headers),
   };
+}
+
+/** The x-ratelimit-* response headers, lower-case. */
+function rateHeaders(h: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  h.forEach((v, k) => {
+    if (k.startsWith("x-ratelimit-")) out[k.toLowerCase()] = v;
+  });
+  return out;
 }
 
 interface ChoiceAcc {

@@ -6,7 +6,7 @@
  */
 import pRetry, { AbortError } from "p-retry";
 import { headers as natsHeaders, type JsMsg } from "nats";
-import type { ChatClient, ChatResult } from "../llm/chat-client.js";
+import { UpstreamError, type ChatClient, type ChatResult } from "../llm/chat-client.js";
 import { Code, RequestError } from "../protocol/codes.js";
 import { H, JSON_TYPE, STREAM_DELTA, STREAM_DONE } from "../protocol/headers.js";
 import { decodeRequest, parseExpiresAt, type DecodedRequest } from "../protocol/request.js";
@@ -18,6 +18,7 @@ import type { CircuitBreaker } from "./breaker.js";
 import { classify, Failure } from "./errors.js";
 import type { Outputs } from "./outputs.js";
 import { sleep } from "./sleep.js";
+import type { RateLimiter } from "./ratelimit.js";
 
 export interface HandleSettings {
   defaultModel: string;
@@ -66,6 +67,8 @@ export interface HandleDeps {
   signal: AbortSignal;
   /** called for each retry of an upstream call */
   onRetry?: (f: Failure) => void;
+  /** shared rate limits; waits before each upstream call */
+  limiter?: RateLimiter;
 }
 
 const enc = new TextEncoder();
@@ -274,6 +277,7 @@ async function callWithRetries(
         throw new AbortError(
           new Failure("transient", Code.unavailable, `API unavailable: ${d.breaker.reason}`),
         );
+      await d.limiter?.acquire(req.params.model, d.signal);
       counted();
       try {
         const r = await d.chat.complete(req.params, {
@@ -281,8 +285,10 @@ async function callWithRetries(
           ...(onDelta ? { onDelta } : {}),
         });
         d.breaker.record(true);
+        d.limiter?.observe(req.params.model, r.rateHeaders ?? {}, r.completion.usage?.total_tokens);
         return r;
       } catch (e) {
+        if (e instanceof UpstreamError) d.limiter?.observe(req.params.model, e.headers);
         const f = classify(e, req.params.model);
         d.breaker.record(f.kind !== "transient" || d.signal.aborted);
         if (f.kind !== "transient" || d.signal.aborted) throw new AbortError(f);

@@ -13,6 +13,7 @@ import type { Outputs } from "./outputs.js";
 import { sweepStranded, watchPoison } from "./poison.js";
 import { SlotPuller } from "./puller.js";
 import { sleep } from "./sleep.js";
+import type { RateLimiter } from "./ratelimit.js";
 
 export type WorkerState = "INITIALIZED" | "RUNNING" | "STOPPING" | "STOPPED";
 
@@ -42,6 +43,7 @@ export interface WorkerOptions {
   sweepIntervalMs: number;
   requestsFilter: string;
   settings: Omit<HandleSettings, "maxDeliver" | "ackWaitMs" | "probeIntervalMs">;
+  limiter?: RateLimiter;
 }
 
 export interface Worker {
@@ -163,6 +165,7 @@ export function createWorker(o: WorkerOptions): Worker {
           log,
           signal: hardStop.signal,
           onRetry: (x) => obs?.retry(x),
+          ...(o.limiter ? { limiter: o.limiter } : {}),
         });
         obs?.finished(f);
         logFinished(log, f);

@@ -21,6 +21,7 @@ import type { Config } from "../../src/config/schema.js";
 import { createLogger, type Logger } from "../../src/log.js";
 import { startProxy, type Proxy, type ProxyDeps } from "../../src/main.js";
 import { createClient, type ProxyClient } from "../../src/client/client.js";
+import { applyDefinitions, loadDefinitions } from "../../src/nats/streams.js";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -232,4 +233,9 @@ export async function eventually(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, wait));
   }
+}
+
+/** Creates the streams and the consumer from a definitions directory. */
+export async function applyStreams(nc: NatsConnection, dir: string): Promise<void> {
+  await applyDefinitions(await nc.jetstreamManager(), loadDefinitions(dir));
 }

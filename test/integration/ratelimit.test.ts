@@ -1,0 +1,75 @@
+/**
+ * Shared rate limits: two proxy instances together stay under a requests-per-minute
+ * limit enforced by the local OpenAI-compatible server, with no 429s.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsConnection } from "nats";
+import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
+import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
+import { applyStreams, makeStreamsDir, startTestProxy, testClient } from "../helpers/proxy.js";
+import type { Proxy } from "../../src/main.js";
+import type { ProxyClient } from "../../src/client/client.js";
+
+let server: NatsServerHandle;
+let dev: DevOpenAI;
+let nc: NatsConnection;
+let client: ProxyClient;
+const proxies: Proxy[] = [];
+const streams = makeStreamsDir({ ackWaitMs: 10_000 });
+
+beforeAll(async () => {
+  // The test double enforces 600 requests per minute like the real API would.
+  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI({ rpm: 600 })]);
+  ({ client, nc } = await testClient(server.url));
+  await applyStreams(nc, streams.dir);
+});
+
+afterAll(async () => {
+  await Promise.all(proxies.map((p) => p.stop(500)));
+  await nc.close();
+  await Promise.all([server.stop(), dev.close()]);
+  streams.cleanup();
+});
+
+describe("rate limits", () => {
+  it("keeps two instances together under 600 RPM (10 per second) without a single 429", async () => {
+    const N = 45;
+    await Promise.all(
+      Array.from({ length: N }, (_, i) => client.submit(`limited ${i}`, { id: `rl-${i}` })),
+    );
+    for (let i = 0; i < 2; i++) {
+      proxies.push(
+        await startTestProxy({
+          natsUrl: server.url,
+          openaiUrl: dev.url,
+          streamsDir: streams.dir,
+          flags: { "limits.models": { "gpt-4o-mini": { rpm: 600 } }, "worker.concurrency": 32 },
+        }),
+      );
+    }
+    const t0 = Date.now();
+    const results = await Promise.all(
+      Array.from({ length: N }, (_, i) =>
+        client.result(`rl-${i}`, { wait: true, timeoutMs: 30_000 }),
+      ),
+    );
+    const elapsed = Date.now() - t0;
+    expect(results.every((r) => r?.ok)).toBe(true);
+    const s = dev.stats();
+    expect(s.calls).toBe(N); // no call was refused and retried
+    expect(s.failed).toBe(0);
+    // The permit stream grants at most 10 calls per one-second window; measured where the
+    // calls arrive (after client-side jitter), no 1.9 s span holds more than two windows'
+    // worth. Without the limiter all 45 would arrive within a few milliseconds.
+    const times = [...s.callTimes].sort((a, b) => a - b);
+    let maxInWindow = 0;
+    for (let i = 0; i < times.length; i++) {
+      let j = i;
+      while (j < times.length && times[j]! - times[i]! < 1900) j++;
+      maxInWindow = Math.max(maxInWindow, j - i);
+    }
+    expect(maxInWindow).toBeLessThanOrEqual(20);
+    // 45 calls at 10 per second need at least 4 full windows.
+    expect(elapsed).toBeGreaterThanOrEqual(3500);
+  });
+});
