@@ -87,6 +87,12 @@ export interface SubmitOptions {
   headers?: Record<string, string>;
   /** PubAck timeout */
   timeoutMs?: number;
+  /**
+   * Keep retrying an unacknowledged publish (timeouts, no responders during a leader
+   * election or a server restart) with the same Nats-Msg-Id for this long (default
+   * 15 s); the stream's dedupe makes the retries safe. A full queue is not retried.
+   */
+  retryForMs?: number;
 }
 
 export interface Submitted {
@@ -145,16 +151,27 @@ export class ProxyClient {
     if (o.expiresAt !== undefined) h.set(H.expiresAt, new Date(o.expiresAt).toISOString());
     for (const [k, v] of Object.entries(o.headers ?? {})) h.set(k, v);
     const subject = subjectFor(this.names.requestsPrefix, id);
-    try {
-      const pa = await this.js.publish(subject, data, {
-        msgID: id,
-        headers: h,
-        ...(o.timeoutMs ? { timeout: o.timeoutMs } : {}),
-      });
-      return { id, duplicate: pa.duplicate, seq: pa.seq };
-    } catch (e) {
-      const f = publishFailure(e, this.names.requestsStream, subject);
-      throw new ClientError(f.code, f.message, id);
+    const deadline = Date.now() + (o.retryForMs ?? 15_000);
+    for (let wait = 100; ; wait = Math.min(wait * 2, 2000)) {
+      try {
+        const pa = await this.js.publish(subject, data, {
+          msgID: id,
+          headers: h,
+          ...(o.timeoutMs ? { timeout: o.timeoutMs } : {}),
+        });
+        return { id, duplicate: pa.duplicate, seq: pa.seq };
+      } catch (e) {
+        const err = e as { code?: string; api_error?: unknown };
+        const retriable =
+          err.code === "TIMEOUT" ||
+          (err.code === "503" && !err.api_error) ||
+          err.code === "DISCONNECT";
+        if (!retriable || Date.now() + wait > deadline) {
+          const f = publishFailure(e, this.names.requestsStream, subject);
+          throw new ClientError(f.code, f.message, id);
+        }
+        await new Promise((r) => setTimeout(r, wait));
+      }
     }
   }
 

@@ -58,6 +58,8 @@ export async function startShim(
       void forward(js, m, o, log);
     },
   });
+  // Callers may send as soon as startProxy resolves: make sure the server has the subscription.
+  await nc.flush();
   return {
     stop: async () => {
       await srv.stop().catch(() => undefined);

@@ -1,0 +1,220 @@
+/**
+ * Hostile and broken input: each gets a clear error naming what to fix, the worker
+ * keeps serving, the metrics count it, and nothing accepted is lost. Backpressure: a
+ * full queue refuses with 503 and every accepted request still completes.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createInbox, headers, StringCodec, type Msg, type NatsConnection } from "nats";
+import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
+import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
+import {
+  applyStreams,
+  eventually,
+  makeStreamsDir,
+  startTestProxy,
+  testClient,
+} from "../helpers/proxy.js";
+import type { Proxy } from "../../src/main.js";
+import { ClientError, type ProxyClient } from "../../src/client/client.js";
+
+const sc = StringCodec();
+let server: NatsServerHandle;
+let dev: DevOpenAI;
+let nc: NatsConnection;
+let client: ProxyClient;
+let proxy: Proxy;
+let base: string;
+const streams = makeStreamsDir({ ackWaitMs: 5000, maxMsgs: 50, maxMsgSize: 64 * 1024 });
+
+beforeAll(async () => {
+  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
+  ({ client, nc } = await testClient(server.url));
+  await applyStreams(nc, streams.dir);
+  proxy = await startTestProxy({
+    natsUrl: server.url,
+    openaiUrl: dev.url,
+    streamsDir: streams.dir,
+    flags: { "http.enabled": true, "http.port": 0 },
+  });
+  base = `http://127.0.0.1:${proxy.http!.port}`;
+});
+
+afterAll(async () => {
+  await proxy?.stop(500);
+  await nc.close();
+  await Promise.all([server.stop(), dev.close()]);
+  streams.cleanup();
+});
+
+/** Sends through the compat shim, like the original tool's clients. */
+async function viaShim(body: Uint8Array, contentType?: string): Promise<Msg> {
+  const h = headers();
+  if (contentType) h.set("Content-Type", contentType);
+  return nc.request("openai_requests", body, { timeout: 10_000, headers: h });
+}
+
+const code = (m: Msg) => m.headers?.get("Nats-Service-Error-Code");
+const error = (m: Msg) => m.headers?.get("Nats-Service-Error") ?? "";
+
+async function stillServing() {
+  const r = await client.request("are you still there?", { timeoutMs: 10_000 });
+  expect(r.body).toBe("(dev-openai test double) You said: are you still there?");
+}
+
+describe("hostile input", () => {
+  it.each([
+    ["an empty body", new Uint8Array(0), undefined, /empty request body/],
+    ["only whitespace", sc.encode("  \n\t "), undefined, /only whitespace/],
+    [
+      "binary / invalid UTF-8",
+      new Uint8Array([0xff, 0xfe, 0x00, 0xc3, 0x28]),
+      undefined,
+      /not valid UTF-8/,
+    ],
+    ["malformed JSON", sc.encode('{"messages": [}'), "application/json", /unparseable JSON/],
+    [
+      "JSON without messages",
+      sc.encode('{"model":"gpt-4o-mini"}'),
+      "application/json",
+      /no messages/,
+    ],
+    [
+      "messages of the wrong type",
+      sc.encode('{"messages":"hello"}'),
+      "application/json",
+      /"messages" must be a non-empty array/,
+    ],
+    [
+      "a message without a role",
+      sc.encode('{"messages":[{"content":"x"}]}'),
+      "application/json",
+      /messages\[0\] must be an object with a string "role"/,
+    ],
+    [
+      "a wrong field type",
+      sc.encode('{"messages":[{"role":"user","content":"x"}],"temperature":"hot"}'),
+      "application/json",
+      /"temperature" must be a number/,
+    ],
+    ["a JSON array", sc.encode("[1,2,3]"), "application/json", /must be an object with "messages"/],
+  ])(
+    "answers %s with a 400 naming what to fix, without calling the API",
+    async (_what, body, ct, re) => {
+      const calls = dev.stats().calls;
+      const r = await viaShim(body, ct);
+      expect(code(r)).toBe("400");
+      expect(error(r)).toMatch(re);
+      expect(dev.stats().calls).toBe(calls);
+    },
+  );
+
+  it("answers an unknown model with a 404 naming the model", async () => {
+    const r = await viaShim(
+      sc.encode('{"model":"gpt-99","messages":[{"role":"user","content":"x"}]}'),
+      "application/json",
+    );
+    expect(code(r)).toBe("404");
+    expect(error(r)).toMatch(/model "gpt-99" not found/);
+    await stillServing();
+  });
+
+  it("refuses a body over the stream's max message size with 413, from the client and from the shim", async () => {
+    const big = "x".repeat(100 * 1024);
+    const err = await client.submit(big).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ClientError);
+    expect((err as ClientError).code).toBe(413);
+    expect((err as ClientError).message).toMatch(/too large/);
+    const r = await viaShim(sc.encode(big));
+    expect(code(r)).toBe("413");
+    // Over the server's max_payload (1 MiB) the client refuses before sending.
+    const huge = await client.submit("y".repeat(1024 * 1024 + 10)).catch((e: unknown) => e);
+    expect((huge as ClientError).code).toBe(413);
+    await stillServing();
+  });
+
+  it("refuses ids NATS cannot carry as one subject token, and ignores a bad Nats-Msg-Id in the shim", async () => {
+    for (const id of ["a.b", "has space", "star*", "gt>", ""]) {
+      const e = await client.submit("x", { id }).catch((x: unknown) => x);
+      expect((e as ClientError).code).toBe(400);
+      expect((e as ClientError).message).toMatch(/request id/);
+    }
+    const h = headers();
+    h.set("Nats-Msg-Id", "not.a.valid.id");
+    const r = await nc.request("openai_requests", sc.encode("bad id header"), {
+      timeout: 10_000,
+      headers: h,
+    });
+    expect(sc.decode(r.data)).toBe("(dev-openai test double) You said: bad id header");
+    expect(r.headers?.get("Nats-Msg-Id")).toMatch(/^[A-Za-z0-9]+$/);
+  });
+
+  it("dead-letters a request published on a subject whose id token has forbidden characters", async () => {
+    const inbox = createInbox();
+    const sub = nc.subscribe(inbox, { max: 1 });
+    const h = headers();
+    h.set("Reply-To", inbox);
+    await nc.jetstream().publish("openai.requests.caf\u00e9", sc.encode("x"), { headers: h });
+    for await (const m of sub) {
+      expect(code(m)).toBe("400");
+      expect(error(m)).toMatch(/request id "caf.?" may only contain/);
+    }
+  });
+
+  it("counts the refused input in the metrics", async () => {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const n = (re: RegExp) => Number(re.exec(text)?.[1] ?? 0);
+    expect(n(/openai_proxy_dead_letters_total\{code="400"\} (\d+)/)).toBeGreaterThanOrEqual(10);
+    expect(n(/openai_proxy_dead_letters_total\{code="404"\} (\d+)/)).toBeGreaterThanOrEqual(1);
+    expect(n(/openai_proxy_shim_requests_total\{result="413"\} (\d+)/)).toBe(1);
+  });
+});
+
+describe("backpressure", () => {
+  it("refuses new requests with 503 'queue full' when the queue is full, and completes every accepted one", async () => {
+    await proxy.stop(500); // nobody consumes: the queue (max_msgs 50) fills up
+    const accepted: string[] = [];
+    let refused = 0;
+    let refusal: ClientError | undefined;
+    for (let i = 0; i < 80; i++) {
+      try {
+        accepted.push((await client.submit(`flood ${i}`, { id: `flood-${i}` })).id);
+      } catch (e) {
+        refused++;
+        refusal = e as ClientError;
+      }
+    }
+    expect(accepted).toHaveLength(50);
+    expect(refused).toBe(30);
+    expect(refusal?.code).toBe(503);
+    expect(refusal?.message).toMatch(
+      /queue full: OPENAI_REQUESTS refused the request \(maximum messages exceeded\)/,
+    );
+    // The compat shim says the same to its caller, at once. It needs a running shim, so
+    // start a proxy whose worker cannot keep up: the upstream hangs until released. A
+    // delivered message stays in a work-queue stream until acked: the queue stays full.
+    dev.setLatency(60_000);
+    proxy = await startTestProxy({
+      natsUrl: server.url,
+      openaiUrl: dev.url,
+      streamsDir: streams.dir,
+      flags: { "worker.concurrency": 1, "openai.timeout_ms": 120_000 },
+    });
+    await eventually(() => dev.stats().inFlight === 1, 10_000, "the worker to be busy");
+    const r = await viaShim(sc.encode("no room"));
+    expect(code(r)).toBe("503");
+    expect(error(r)).toMatch(/queue full/);
+    // Drain: every accepted request completes.
+    dev.setLatency(0);
+    await proxy.stop(0);
+    proxy = await startTestProxy({
+      natsUrl: server.url,
+      openaiUrl: dev.url,
+      streamsDir: streams.dir,
+      flags: { "worker.concurrency": 16 },
+    });
+    const results = await Promise.all(
+      accepted.map((id) => client.result(id, { wait: true, timeoutMs: 30_000 })),
+    );
+    expect(results.every((x) => x?.ok)).toBe(true);
+  });
+});
