@@ -72,7 +72,7 @@ bench: setup ## benchmark suite (bounded; prints ratios to baselines measured in
 	node --import tsx bench/run.ts $(ARGS)
 
 soak: setup ## bounded soak run mixing load, faults, kills and a server restart (not in CI)
-	node --import tsx bench/soak.ts $(ARGS)
+	node --import tsx scripts/soak.ts $(ARGS)
 
 clean: ## remove build output and local data
 	rm -rf dist .data coverage

@@ -61,6 +61,8 @@ export interface DevOpenAIStats {
   byModel: Record<string, number>;
   /** Count per last user message text. */
   byPrompt: Record<string, number>;
+  /** Successful answers per last user message text (a count > 1 means processed twice). */
+  okByPrompt: Record<string, number>;
   /** Date.now() of each call start, last 100000 only. */
   callTimes: number[];
 }
@@ -215,6 +217,8 @@ interface Call {
   settled: boolean;
   closed: boolean;
   timer: NodeJS.Timeout | undefined;
+  /** the last user message, once the body is parsed */
+  prompt?: string;
 }
 
 interface MarkerResult {
@@ -366,6 +370,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
   let callTimes: number[] = [];
   const byModel = new Map<string, number>();
   const byPrompt = new Map<string, number>();
+  const okByPrompt = new Map<string, number>();
   let faultQueue: Fault[] = [];
   const reqWindow = new SlidingWindow();
   const tokWindow = new SlidingWindow();
@@ -664,8 +669,10 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
   function settle(call: Call, success: boolean): void {
     if (call.settled) return;
     call.settled = true;
-    if (success) ok++;
-    else failed++;
+    if (success) {
+      ok++;
+      if (call.prompt !== undefined) bump(okByPrompt, call.prompt);
+    } else failed++;
   }
 
   function handleChat(req: IncomingMessage, res: ServerResponse): void {
@@ -830,6 +837,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
       let promptCount = 1;
       if (hasMarker || byPrompt.has(prompt) || byPrompt.size < BY_PROMPT_CAP) {
         promptCount = bump(byPrompt, prompt);
+        call.prompt = prompt;
       }
       const marker = hasMarker ? parseMarkers(prompt, promptCount) : undefined;
       const fault = faultQueue.shift() ?? marker?.fault;
@@ -1027,6 +1035,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
       maxInFlight,
       byModel: Object.fromEntries(byModel),
       byPrompt: Object.fromEntries(byPrompt),
+      okByPrompt: Object.fromEntries(okByPrompt),
       callTimes: callTimes.slice(-CALL_TIMES_CAP),
     };
   }
@@ -1041,6 +1050,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
     callTimes = [];
     byModel.clear();
     byPrompt.clear();
+    okByPrompt.clear();
     faultQueue = [];
     reqWindow.clear();
     tokWindow.clear();

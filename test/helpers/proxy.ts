@@ -133,6 +133,12 @@ export interface ServeProcess {
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+const children = new Set<ChildProcess>();
+// A test or script that dies early must not leave `serve` processes behind.
+process.on("exit", () => {
+  for (const c of children) c.kill("SIGKILL");
+});
+
 /** Runs the CLI (`node --import tsx src/cli/main.ts <args>`) as a subprocess. */
 export function spawnCli(args: string[], env: Record<string, string> = {}): ServeProcess {
   const proc = spawn(
@@ -165,7 +171,13 @@ export function spawnCli(args: string[], env: Record<string, string> = {}): Serv
     stderr += b.toString();
     onData(b);
   });
-  const exited = new Promise<number | null>((resolve) => proc.on("close", (code) => resolve(code)));
+  children.add(proc);
+  const exited = new Promise<number | null>((resolve) =>
+    proc.on("close", (code) => {
+      children.delete(proc);
+      resolve(code);
+    }),
+  );
   return {
     proc,
     output: () => out,
