@@ -98,6 +98,8 @@ export async function startProxy(
       pullExpiresMs: w.pull_expires_ms,
       sweepIntervalMs: w.sweep_interval_ms,
       requestsFilter: `${s.requests_prefix}.>`,
+      poisonStream: s.poison,
+      poisonConsumer: s.poison_consumer,
       limiter,
       breaker: {
         window: w.breaker.window,
@@ -111,6 +113,14 @@ export async function startProxy(
         retryMaxMs: o.retry_max_ms,
         nakDelayMs: w.nak_delay_ms,
         nakDelayMaxMs: w.nak_delay_max_ms,
+        requestsPrefix: s.requests_prefix,
+        reservedPrefixes: [
+          s.requests_prefix,
+          s.results_prefix,
+          s.dlq_prefix,
+          s.batches_prefix,
+          config.limits.subject_prefix,
+        ],
       },
     });
     await worker.start();

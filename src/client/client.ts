@@ -181,7 +181,11 @@ export class ProxyClient {
    */
   async request(input: RequestInput, o: RequestOptions = {}): Promise<ResultView> {
     const timeoutMs = o.timeoutMs ?? 60_000;
-    const inbox = createInbox();
+    // Honour the connection's inboxPrefix: applications restricted to their own inbox
+    // prefix (docs/security.md) must receive replies there.
+    const inbox = createInbox(
+      (this.nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix ?? "",
+    );
     const sub = this.nc.subscribe(inbox);
     const id = o.id ?? newId();
     const timer = setTimeout(() => sub.unsubscribe(), timeoutMs);

@@ -98,7 +98,11 @@ export class DeadLetters {
     await this.nc
       .jetstream()
       .publish(subjectFor(this.n.requestsPrefix, d.id), d.data, { headers: h, msgID: key });
-    await this.jsm.streams.deleteMessage(this.n.dlqStream, d.seq, false);
+    await this.jsm.streams.deleteMessage(this.n.dlqStream, d.seq, false).catch((e: unknown) => {
+      // Already gone: the replayed request failed again at once and its new dead letter
+      // replaced this one (one dead letter per id).
+      if (!/not found/i.test((e as Error).message)) throw e;
+    });
   }
 
   /** Deletes every dead letter; returns how many. */

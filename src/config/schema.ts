@@ -41,6 +41,8 @@ export const SCHEMA: Record<string, Leaf> = {
   "streams.results": { type: "string", default: "OPENAI_RESULTS" },
   "streams.dlq": { type: "string", default: "OPENAI_DLQ" },
   "streams.batches": { type: "string", default: "OPENAI_BATCHES" },
+  "streams.poison": { type: "string", default: "OPENAI_POISON" },
+  "streams.poison_consumer": { type: "string", default: "openai-proxy-poison" },
   "streams.consumer": { type: "string", default: "openai-proxy" },
   "streams.requests_prefix": { type: "string", default: "openai.requests" },
   "streams.results_prefix": { type: "string", default: "openai.results" },
@@ -64,7 +66,7 @@ export const SCHEMA: Record<string, Leaf> = {
   "limits.stream_prefix": { type: "string", default: "OPENAI_RATE" },
   "limits.subject_prefix": { type: "string", default: "openai.rate" },
   "http.enabled": { type: "boolean", default: true },
-  "http.host": { type: "string", default: "127.0.0.1" },
+  "http.host": { type: "string", default: "127.0.0.1", env: ["HTTP_HOST"] },
   "http.port": { type: "number", default: 9464, min: 0, env: ["HTTP_PORT"] },
   "log.level": {
     type: "string",
@@ -107,6 +109,8 @@ export interface Config {
     readonly results: string;
     readonly dlq: string;
     readonly batches: string;
+    readonly poison: string;
+    readonly poison_consumer: string;
     readonly consumer: string;
     readonly requests_prefix: string;
     readonly results_prefix: string;

@@ -16,6 +16,7 @@ export const H = {
   batchId: "Proxy-Batch-Id",
   customId: "Proxy-Custom-Id",
   replayOf: "Proxy-Replay-Of",
+  requestSeq: "Proxy-Request-Seq",
   serviceError: "Nats-Service-Error",
   serviceErrorCode: "Nats-Service-Error-Code",
 } as const;
@@ -23,6 +24,11 @@ export const H = {
 /** Content types used on requests and results. */
 export const JSON_TYPE = "application/json";
 export const TEXT_TYPE = "text/plain; charset=utf-8";
+
+/** True for a JSON content type (case-insensitive, parameters allowed). */
+export function isJsonType(contentType: string): boolean {
+  return contentType.trim().toLowerCase().startsWith(JSON_TYPE);
+}
 
 /** Values of the `Openai-Stream` header. */
 export const STREAM_DELTA = "delta";

@@ -3,7 +3,7 @@
  * create params as JSON. Pure: no NATS, no SDK.
  */
 import { Code, RequestError } from "./codes.js";
-import { JSON_TYPE } from "./headers.js";
+import { isJsonType } from "./headers.js";
 
 /** The subset of Chat Completions params the proxy looks at; the rest passes through. */
 export interface ChatParams {
@@ -58,7 +58,7 @@ export function decodeRequest(
       { cause },
     );
   }
-  const declaredJson = contentType.toLowerCase().startsWith(JSON_TYPE);
+  const declaredJson = isJsonType(contentType);
   const trimmed = text.trim();
   if (declaredJson) return { kind: "json", params: parseParams(trimmed, defaultModel) };
   // Without a content type, only an object that has `messages` is JSON: a prompt that

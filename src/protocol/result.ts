@@ -3,7 +3,7 @@
  * them back on the client side. Pure: no connections.
  */
 import { headers as natsHeaders, type MsgHdrs } from "nats";
-import { H, JSON_TYPE, TEXT_TYPE } from "./headers.js";
+import { H, isJsonType, JSON_TYPE, TEXT_TYPE } from "./headers.js";
 
 /** The parts of a ChatCompletion the proxy reads; the rest is carried as is. */
 export interface CompletionLike {
@@ -161,7 +161,7 @@ export function readResult(id: string, h: MsgHdrs | undefined, data: Uint8Array)
   if (get(H.requestId)) view.upstreamRequestId = get(H.requestId);
   if (get(H.batchId)) view.batchId = get(H.batchId);
   if (get(H.customId)) view.customId = get(H.customId);
-  if (view.ok && get(H.contentType).startsWith(JSON_TYPE)) {
+  if (view.ok && isJsonType(get(H.contentType))) {
     try {
       view.completion = JSON.parse(body) as CompletionLike;
     } catch {

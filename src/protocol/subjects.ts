@@ -37,6 +37,31 @@ export function idProblem(id: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Why a Reply-To subject is refused, or undefined when it is acceptable. The proxy
+ * publishes replies with its own permissions, so a reply may not go to system or
+ * JetStream API subjects (`$…`) nor into the proxy's own streams, where it would forge
+ * results, dead letters or requests.
+ */
+export function replyToProblem(
+  subject: string,
+  reservedPrefixes: readonly string[],
+): string | undefined {
+  if (subject.length > 512) return "Reply-To is longer than 512 characters";
+  // eslint-disable-next-line no-control-regex
+  if (/[\s*>\x00-\x1f]/.test(subject) || subject.split(".").some((t) => t === "")) {
+    return `Reply-To "${printable(subject)}" is not a valid subject (no wildcards, whitespace or empty tokens)`;
+  }
+  if (subject.startsWith("$"))
+    return `Reply-To "${printable(subject)}" is a system subject; reply to an inbox or an application subject`;
+  for (const p of reservedPrefixes) {
+    if (subject === p || subject.startsWith(`${p}.`)) {
+      return `Reply-To "${printable(subject)}" is inside the proxy's own subjects (${p}.>); reply to an inbox or an application subject`;
+    }
+  }
+  return undefined;
+}
+
 /** A fresh, unique, subject-safe request id. */
 export function newId(): string {
   return nuid.next();

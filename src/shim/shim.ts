@@ -7,9 +7,9 @@
 import type { JetStreamClient, NatsConnection, ServiceMsg } from "nats";
 import { publishFailure } from "../nats/publish-errors.js";
 import { Code } from "../protocol/codes.js";
-import { H, JSON_TYPE } from "../protocol/headers.js";
+import { H, isJsonType } from "../protocol/headers.js";
 import { encodeError } from "../protocol/result.js";
-import { isValidId, newId, subjectFor } from "../protocol/subjects.js";
+import { isValidId, newId, replyToProblem, subjectFor } from "../protocol/subjects.js";
 import { copyHeaders } from "../worker/outputs.js";
 import type { Logger } from "../log.js";
 import { VERSION } from "../version.js";
@@ -79,12 +79,12 @@ async function forward(
   h.set(H.msgId, id);
   if (m.reply) h.set(H.replyTo, m.reply);
   const subject = subjectFor(o.requestsPrefix, id);
-  const kind = (m.headers?.get(H.contentType) ?? "").startsWith(JSON_TYPE) ? "json" : "text";
+  const kind = isJsonType(m.headers?.get(H.contentType) ?? "") ? "json" : "text";
   const refuse = (code: number, message: string) => {
     o.onRequest?.(false, code);
-    if (!m.reply) return;
+    if (!m.reply || replyToProblem(m.reply, [])) return;
     const e = encodeError(kind, { id, attempts: 0, code, message });
-    // respondError counts the error in $SRV.STATS; the body is the usual error answer.
+    // The Nats-Service-Error headers as micro services send them, and the usual error body.
     m.respondError(code, message, e.data, { headers: e.headers });
   };
   try {

@@ -8,10 +8,10 @@ import pRetry, { AbortError } from "p-retry";
 import { headers as natsHeaders, type JsMsg } from "nats";
 import { UpstreamError, type ChatClient, type ChatResult } from "../llm/chat-client.js";
 import { Code, RequestError } from "../protocol/codes.js";
-import { H, JSON_TYPE, STREAM_DELTA, STREAM_DONE } from "../protocol/headers.js";
+import { H, isJsonType, JSON_TYPE, STREAM_DELTA, STREAM_DONE } from "../protocol/headers.js";
 import { decodeRequest, parseExpiresAt, type DecodedRequest } from "../protocol/request.js";
 import { carryHeaders, encodeError, encodeSuccess, type Encoded } from "../protocol/result.js";
-import { idFromSubject, idProblem } from "../protocol/subjects.js";
+import { idFromSubject, idProblem, replyToProblem } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
 import { backoffDelay, nakDelay } from "./backoff.js";
 import type { CircuitBreaker } from "./breaker.js";
@@ -30,6 +30,10 @@ export interface HandleSettings {
   nakDelayMs: number;
   nakDelayMaxMs: number;
   probeIntervalMs: number;
+  /** the request subject prefix (a request lives at `<prefix>.<id>`) */
+  requestsPrefix: string;
+  /** subject prefixes a Reply-To may not point into (the proxy's own streams) */
+  reservedPrefixes: readonly string[];
 }
 
 /** What became of one delivery; metrics and the per-request log line use it. */
@@ -69,6 +73,8 @@ export interface HandleDeps {
   onRetry?: (f: Failure) => void;
   /** shared rate limits; waits before each upstream call */
   limiter?: RateLimiter;
+  /** a nak delay past this process's outstanding pull requests (see puller.ts) */
+  quietDelay?: () => number;
 }
 
 const enc = new TextEncoder();
@@ -79,11 +85,11 @@ export async function handleMessage(m: JsMsg, d: HandleDeps): Promise<Finished> 
   const id = idFromSubject(m.subject);
   const attempts = m.info.deliveryCount;
   const hdr = (k: string) => m.headers?.get(k) ?? "";
-  const replyTo = hdr(H.replyTo);
+  let replyTo = hdr(H.replyTo);
   const s = d.settings;
   // Queue wait: from the stream's timestamp to now (first delivery) or to this delivery.
   const queueWaitMs = Math.max(0, started - Math.floor(m.info.timestampNanos / 1e6));
-  let kind: "text" | "json" = hdr(H.contentType).startsWith(JSON_TYPE) ? "json" : "text";
+  let kind: "text" | "json" = isJsonType(hdr(H.contentType)) ? "json" : "text";
   let model = s.defaultModel;
   let upstreamMs = 0;
   let calls = 0;
@@ -110,26 +116,41 @@ export async function handleMessage(m: JsMsg, d: HandleDeps): Promise<Finished> 
     Math.max(250, Math.floor(s.ackWaitMs / 3)),
   );
   try {
-    const problem = idProblem(id);
+    const problem =
+      m.subject.split(".").length !== s.requestsPrefix.split(".").length + 1
+        ? `request subject "${m.subject}" must be ${s.requestsPrefix}.<id> with the id as one token (no '.')`
+        : idProblem(id);
     if (problem) throw new RequestError(Code.badRequest, problem);
+    const replyProblem = replyTo ? replyToProblem(replyTo, s.reservedPrefixes) : undefined;
+    if (replyProblem) {
+      replyTo = ""; // never publish there, not even the error
+      throw new RequestError(Code.badRequest, replyProblem);
+    }
     const req = decodeRequest(m.data, hdr(H.contentType), s.defaultModel);
     kind = req.kind;
     model = req.params.model;
+    if (m.redelivered) {
+      const prev = await d.out.lookupResult(id);
+      // Only this message's own success: a different message reusing the id must not
+      // receive someone else's answer.
+      if (
+        prev &&
+        prev.headers?.get(H.serviceErrorCode) === "" &&
+        prev.headers.get(H.requestSeq) === String(m.seq)
+      ) {
+        if (replyTo)
+          d.out.reply(replyTo, { headers: prev.headers ?? natsHeaders(), data: prev.data });
+        m.ack();
+        return fin("replayed");
+      }
+    }
+    // After the stored-result check: a request answered before it expired keeps its answer.
     const expiresAt = parseExpiresAt(hdr(H.expiresAt));
     if (expiresAt !== undefined && Date.now() > expiresAt) {
       throw new RequestError(
         Code.expired,
         `request expired at ${new Date(expiresAt).toISOString()} (Expires-At) before a worker could call the API; resubmit with a later Expires-At`,
       );
-    }
-    if (m.redelivered) {
-      const prev = await d.out.lookupResult(id);
-      if (prev && prev.headers?.get(H.serviceErrorCode) === "") {
-        if (replyTo)
-          d.out.reply(replyTo, { headers: prev.headers ?? natsHeaders(), data: prev.data });
-        m.ack();
-        return fin("replayed");
-      }
     }
     const streaming = req.params.stream === true && replyTo !== "";
     const t0 = Date.now();
@@ -141,6 +162,7 @@ export async function handleMessage(m: JsMsg, d: HandleDeps): Promise<Finished> 
       upstreamRequestId: result.upstreamRequestId,
     });
     if (streaming) out.headers.set(H.stream, STREAM_DONE);
+    out.headers.set(H.requestSeq, String(m.seq));
     carryHeaders(m.headers, out.headers);
     await d.out.storeResult(id, out);
     if (replyTo) d.out.reply(replyTo, out);
@@ -184,7 +206,8 @@ async function settleFailure(
   const s = d.settings;
   const errInfo = { code: f.code, error: f.message };
   if (d.signal.aborted) {
-    m.nak();
+    // Shutting down: hand it back for another instance, after our own pulls expired.
+    m.nak(d.quietDelay?.() ?? 0);
     return fin("aborted", errInfo);
   }
   const verdict = async () => {
@@ -247,7 +270,7 @@ async function pause(
     m.ack();
     return fin("requeued", errInfo);
   }
-  m.nak(delay);
+  m.nak(Math.max(delay, d.quietDelay?.() ?? 0));
   return fin("paused", errInfo);
 }
 

@@ -61,8 +61,12 @@ export function natsOutputs(
       const pa = await js.publish(subject, r.data, { headers: r.headers });
       // Results keep Nats-Msg-Id = id, and the stream dedupes only for 100 ms; a new
       // outcome inside that window must still replace the old one.
-      if (pa.duplicate)
-        await js.publish(subject, r.data, { headers: r.headers, msgID: `${id}.${nuid.next()}` });
+      if (pa.duplicate) {
+        // A copy of the headers: nats.js writes msgID into the headers object, and the
+        // reply that follows must still carry Nats-Msg-Id = id.
+        const h = copyHeaders(r.headers);
+        await js.publish(subject, r.data, { headers: h, msgID: `${id}.${nuid.next()}` });
+      }
     },
     reply(subject, r) {
       nc.publish(subject, r.data, { headers: r.headers });

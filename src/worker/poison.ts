@@ -4,11 +4,19 @@
  * one instance (queue group) copies it to the DLQ, answers the caller with an error
  * and removes it from the work queue.
  */
-import type { JetStreamManager, NatsConnection, StoredMsg, Subscription } from "nats";
+import type {
+  Consumer,
+  JetStreamClient,
+  JetStreamManager,
+  JsMsg,
+  NatsConnection,
+  StoredMsg,
+} from "nats";
+import { sleep } from "./sleep.js";
 import { Code } from "../protocol/codes.js";
-import { H, JSON_TYPE } from "../protocol/headers.js";
+import { H, isJsonType } from "../protocol/headers.js";
 import { carryHeaders, encodeError } from "../protocol/result.js";
-import { idFromSubject } from "../protocol/subjects.js";
+import { idFromSubject, replyToProblem } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
 import type { Outputs } from "./outputs.js";
 
@@ -17,33 +25,103 @@ export interface PoisonWatchOptions {
   consumer: string;
   queue: string;
   onPoison?: (id: string) => void;
+  /** prefixes a Reply-To may not point into */
+  reservedPrefixes?: readonly string[];
 }
 
-/** Subscribes to the consumer's MAX_DELIVERIES advisories. */
-export function watchPoison(
+interface Advisory {
+  stream_seq?: number;
+  deliveries?: number;
+}
+
+export interface PoisonWatcher {
+  stop(): void;
+}
+
+/**
+ * Handles the consumer's MAX_DELIVERIES advisories. When the `OPENAI_POISON` stream
+ * captures them (streams/OPENAI_POISON.json), they are read from its durable consumer,
+ * so an advisory sent while no proxy runs is not lost; each is acked only after the
+ * message is dead-lettered. Without that stream, a core subscription (queue group) is
+ * the fallback and the periodic sweep is the safety net.
+ */
+export async function watchPoison(
   nc: NatsConnection,
+  js: JetStreamClient,
   jsm: JetStreamManager,
   out: Outputs,
-  o: PoisonWatchOptions,
+  o: PoisonWatchOptions & { poisonStream: string; poisonConsumer: string },
   log: Logger,
-): Subscription {
-  const subject = `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${o.stream}.${o.consumer}`;
-  return nc.subscribe(subject, {
-    queue: o.queue,
-    callback: (err, msg) => {
-      if (err) return;
-      let a: { stream_seq?: number; deliveries?: number };
+): Promise<PoisonWatcher> {
+  const settle = (a: Advisory) =>
+    deadLetterPoison(jsm, out, o, a.stream_seq!, a.deliveries ?? 0, log);
+  let consumer: Consumer | undefined;
+  try {
+    await jsm.consumers.info(o.poisonStream, o.poisonConsumer);
+    consumer = await js.consumers.get(o.poisonStream, o.poisonConsumer);
+  } catch {
+    log.warn(
+      { stream: o.poisonStream },
+      "no poison-advisory stream: falling back to a core subscription (run streams apply)",
+    );
+  }
+  if (!consumer) {
+    const sub = nc.subscribe(
+      `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${o.stream}.${o.consumer}`,
+      {
+        queue: o.queue,
+        callback: (err, msg) => {
+          if (err) return;
+          const a = parseAdvisory(msg.data);
+          if (a)
+            void settle(a).catch((e: unknown) =>
+              log.error({ err: e, seq: a.stream_seq }, "could not dead-letter a poison message"),
+            );
+        },
+      },
+    );
+    return { stop: () => sub.unsubscribe() };
+  }
+  const c = consumer;
+  let running = true;
+  void (async () => {
+    while (running) {
+      let m: JsMsg | null = null;
       try {
-        a = msg.json();
-      } catch {
-        return;
+        m = await c.next({ expires: 5000 });
+      } catch (e) {
+        log.debug({ err: e }, "poison advisory pull failed");
+        await sleep(1000);
+        continue;
       }
-      if (typeof a.stream_seq !== "number") return;
-      void deadLetterPoison(jsm, out, o, a.stream_seq, a.deliveries ?? 0, log).catch((e: unknown) =>
-        log.error({ err: e, seq: a.stream_seq }, "could not dead-letter a poison message"),
-      );
+      if (!m) continue;
+      const a = parseAdvisory(m.data);
+      try {
+        if (a) await settle(a);
+        m.ack();
+      } catch (e) {
+        log.error(
+          { err: e, seq: a?.stream_seq },
+          "could not dead-letter a poison message; will retry",
+        );
+        m.nak(5000);
+      }
+    }
+  })();
+  return {
+    stop: () => {
+      running = false;
     },
-  });
+  };
+}
+
+function parseAdvisory(data: Uint8Array): Advisory | undefined {
+  try {
+    const a = JSON.parse(new TextDecoder().decode(data)) as Advisory;
+    return typeof a.stream_seq === "number" ? a : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function deadLetterPoison(
@@ -81,12 +159,12 @@ async function deadLetterStored(
     message,
     attempts: deliveries,
   });
-  const kind = sm.header.get(H.contentType).startsWith(JSON_TYPE) ? "json" : "text";
+  const kind = isJsonType(sm.header.get(H.contentType)) ? "json" : "text";
   const err = encodeError(kind, { id, attempts: deliveries, code: Code.internal, message });
   carryHeaders(sm.header, err.headers);
   await out.storeResult(id, err);
   const replyTo = sm.header.get(H.replyTo);
-  if (replyTo) out.reply(replyTo, err);
+  if (replyTo && !replyToProblem(replyTo, o.reservedPrefixes ?? [])) out.reply(replyTo, err);
   await deleteQuietly(jsm, o.stream, seq);
   log.warn({ id, seq, deliveries }, "poison message dead-lettered");
   o.onPoison?.(id);

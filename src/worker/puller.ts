@@ -2,14 +2,22 @@
  * Pulls only for free slots: at most `capacity` messages are ever delivered to this
  * process and not yet finished (in flight + requested), so nothing waits in a
  * client-side buffer burning its ack_wait, whatever the backlog.
+ *
+ * Pull requests are never abandoned early. On nats-server before 2.11, a message
+ * redelivered (after a nak) into a pull request whose subscriber is gone stays stuck
+ * until ack_wait and rewinds the consumer (nats-server #5305). So pausing or stopping
+ * only stops issuing new pulls; outstanding ones run to their expiry, and naks sent
+ * meanwhile carry a delay past that expiry (`quietDelay()`).
  */
-import type { Consumer, ConsumerMessages, JsMsg } from "nats";
+import type { Consumer, JsMsg } from "nats";
 import type { Logger } from "../log.js";
 import { sleep } from "./sleep.js";
 
 export interface PullerOptions {
   capacity: number;
   expiresMs: number;
+  /** nak delay for a message that arrives while intake is paused */
+  pausedNakDelayMs: number;
 }
 
 export class SlotPuller {
@@ -17,7 +25,8 @@ export class SlotPuller {
   private requested = 0;
   private running = false;
   private paused = false;
-  private readonly fetches = new Set<ConsumerMessages>();
+  /** when the last outstanding pull request expires on the server */
+  private pullsEndAt = 0;
   private readonly idleWaiters: (() => void)[] = [];
   private readonly stopCtl = new AbortController();
   private capacity: number;
@@ -35,6 +44,11 @@ export class SlotPuller {
     return this.inflight;
   }
 
+  /** A nak delay that lands after every pull request this process has outstanding. */
+  quietDelay(): number {
+    return Math.max(0, this.pullsEndAt - Date.now()) + 250;
+  }
+
   /** Begins pulling. */
   start(): void {
     this.running = true;
@@ -44,7 +58,6 @@ export class SlotPuller {
   /** Stops asking for messages (in-flight work goes on). */
   pause(): void {
     this.paused = true;
-    for (const f of this.fetches) f.stop();
   }
 
   resume(): void {
@@ -58,11 +71,10 @@ export class SlotPuller {
     this.pump();
   }
 
-  /** Stops pulling for good; messages that still arrive are nak'ed at once. */
+  /** Stops pulling for good; messages that still arrive are handed back with a delay. */
   stopPulling(): void {
     this.running = false;
     this.stopCtl.abort();
-    for (const f of this.fetches) f.stop();
   }
 
   /** Resolves when nothing is in flight. */
@@ -86,21 +98,21 @@ export class SlotPuller {
     let got = 0;
     let failed = false;
     try {
+      this.pullsEndAt = Math.max(this.pullsEndAt, Date.now() + this.o.expiresMs);
       const iter = await this.consumer.fetch({ max_messages: n, expires: this.o.expiresMs });
-      this.fetches.add(iter);
-      try {
-        for await (const m of iter) {
-          got++;
-          this.requested--;
-          if (!this.running) {
-            m.nak();
-            continue;
-          }
-          this.inflight++;
-          void this.run(m);
+      for await (const m of iter) {
+        got++;
+        this.requested--;
+        if (!this.running) {
+          m.nak(this.quietDelay());
+          continue;
         }
-      } finally {
-        this.fetches.delete(iter);
+        if (this.paused) {
+          m.nak(Math.max(this.o.pausedNakDelayMs, this.quietDelay()));
+          continue;
+        }
+        this.inflight++;
+        void this.run(m);
       }
     } catch (e) {
       failed = true;

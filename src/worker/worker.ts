@@ -3,14 +3,14 @@
  * with a probe, poison-message handling, and an explicit, idempotent lifecycle.
  */
 import { setMaxListeners } from "node:events";
-import type { JetStreamClient, JetStreamManager, JsMsg, NatsConnection, Subscription } from "nats";
+import type { JetStreamClient, JetStreamManager, JsMsg, NatsConnection } from "nats";
 import type { ChatClient } from "../llm/chat-client.js";
 import type { Logger } from "../log.js";
 import { CircuitBreaker, type BreakerState } from "./breaker.js";
 import type { Failure } from "./errors.js";
 import { handleMessage, type Finished, type HandleSettings } from "./handle.js";
 import type { Outputs } from "./outputs.js";
-import { sweepStranded, watchPoison } from "./poison.js";
+import { sweepStranded, watchPoison, type PoisonWatcher } from "./poison.js";
 import { SlotPuller } from "./puller.js";
 import { sleep } from "./sleep.js";
 import type { RateLimiter } from "./ratelimit.js";
@@ -42,6 +42,8 @@ export interface WorkerOptions {
   /** how often to look for messages stranded below the ack floor (0: only on start and reconnect) */
   sweepIntervalMs: number;
   requestsFilter: string;
+  poisonStream: string;
+  poisonConsumer: string;
   settings: Omit<HandleSettings, "maxDeliver" | "ackWaitMs" | "probeIntervalMs">;
   limiter?: RateLimiter;
 }
@@ -61,7 +63,7 @@ export interface Worker {
 export function createWorker(o: WorkerOptions): Worker {
   let state: WorkerState = "INITIALIZED";
   let puller: SlotPuller | undefined;
-  let poisonSub: Subscription | undefined;
+  let poisonSub: PoisonWatcher | undefined;
   let stopping: Promise<void> | undefined;
   const hardStop = new AbortController();
   // Every in-flight call listens on it; the default limit of 10 would warn.
@@ -110,6 +112,7 @@ export function createWorker(o: WorkerOptions): Worker {
         queue: o.consumer,
         filter: o.requestsFilter,
         onPoison: (id) => obs?.poison(id),
+        reservedPrefixes: o.settings.reservedPrefixes,
       },
       log,
     )
@@ -166,6 +169,7 @@ export function createWorker(o: WorkerOptions): Worker {
           signal: hardStop.signal,
           onRetry: (x) => obs?.retry(x),
           ...(o.limiter ? { limiter: o.limiter } : {}),
+          quietDelay: () => puller?.quietDelay() ?? 0,
         });
         obs?.finished(f);
         logFinished(log, f);
@@ -174,18 +178,26 @@ export function createWorker(o: WorkerOptions): Worker {
       puller = new SlotPuller(
         consumer,
         handle,
-        { capacity: o.concurrency, expiresMs: o.pullExpiresMs },
+        {
+          capacity: o.concurrency,
+          expiresMs: o.pullExpiresMs,
+          pausedNakDelayMs: o.breaker.probeIntervalMs,
+        },
         log,
       );
-      poisonSub = watchPoison(
+      poisonSub = await watchPoison(
         o.nc,
+        o.js,
         o.jsm,
         o.out,
         {
           stream: o.stream,
           consumer: o.consumer,
           queue: o.consumer,
+          poisonStream: o.poisonStream,
+          poisonConsumer: o.poisonConsumer,
           onPoison: (id) => obs?.poison(id),
+          reservedPrefixes: o.settings.reservedPrefixes,
         },
         log,
       );
@@ -217,7 +229,7 @@ export function createWorker(o: WorkerOptions): Worker {
         state = "STOPPING";
         probeStop.abort();
         clearInterval(sweepTimer);
-        poisonSub?.unsubscribe();
+        poisonSub?.stop();
         const p = puller;
         if (p) {
           p.stopPulling();

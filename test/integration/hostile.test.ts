@@ -160,6 +160,57 @@ describe("hostile input", () => {
     }
   });
 
+  it.each([
+    ["a stored result", "openai.results.someone-else"],
+    ["a dead letter", "openai.dlq.forged"],
+    ["a queued request", "openai.requests.forged"],
+    ["the JetStream API", "$JS.API.STREAM.PURGE.OPENAI_REQUESTS"],
+    ["a wildcard", "apps.*"],
+  ])("refuses a Reply-To into %s, and never publishes there", async (_what, replyTo) => {
+    const watched = nc.subscribe(replyTo.replace("*", "x"));
+    const resultBefore = await client.result("someone-else");
+    const id = `rt-${Math.random().toString(36).slice(2)}`;
+    const h = headers();
+    h.set("Reply-To", replyTo);
+    h.set("Content-Type", "application/json");
+    const body = { stream: true, messages: [{ role: "user", content: "reply elsewhere" }] };
+    await nc
+      .jetstream()
+      .publish(`openai.requests.${id}`, sc.encode(JSON.stringify(body)), { msgID: id, headers: h });
+    const r = await client.result(id, { wait: true, timeoutMs: 10_000 });
+    expect(r).toMatchObject({ ok: false, code: 400 });
+    expect(r?.error).toMatch(/Reply-To/);
+    await nc.flush();
+    expect(watched.getProcessed()).toBe(0);
+    watched.unsubscribe();
+    expect((await client.result("someone-else"))?.body).toBe(resultBefore?.body);
+  });
+
+  it("never hands a stored result to a different request that reuses the id", async () => {
+    // Bob's request completes.
+    await client.submit("bob's secret question", { id: "shared-id" });
+    const bob = await client.result("shared-id", { wait: true, timeoutMs: 10_000 });
+    expect(bob?.body).toBe("(dev-openai test double) You said: bob's secret question");
+    // Alice publishes under the same id (another Nats-Msg-Id, so dedupe does not stop it)
+    // and forces a redelivery with a transient failure.
+    const inbox = createInbox();
+    const sub = nc.subscribe(inbox, { max: 1 });
+    const h = headers();
+    h.set("Reply-To", inbox);
+    await nc
+      .jetstream()
+      .publish("openai.requests.shared-id", sc.encode("alice asks [[status:500x4]]"), {
+        msgID: "alice-1",
+        headers: h,
+      });
+    for await (const m of sub) {
+      expect(sc.decode(m.data)).not.toContain("bob's secret question");
+      expect(sc.decode(m.data)).toBe(
+        "(dev-openai test double) You said: alice asks [[status:500x4]]",
+      );
+    }
+  });
+
   it("counts the refused input in the metrics", async () => {
     const text = await (await fetch(`${base}/metrics`)).text();
     const n = (re: RegExp) => Number(re.exec(text)?.[1] ?? 0);

@@ -3,10 +3,17 @@
  * limit enforced by the local OpenAI-compatible server, with no 429s.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsConnection } from "nats";
+import { DiscardPolicy, RetentionPolicy, StorageType, nanos, type NatsConnection } from "nats";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import { applyStreams, makeStreamsDir, startTestProxy, testClient } from "../helpers/proxy.js";
+import {
+  applyStreams,
+  eventually,
+  makeStreamsDir,
+  startTestProxy,
+  testClient,
+} from "../helpers/proxy.js";
+import { rpmWindow } from "../../src/worker/ratelimit.js";
 import type { Proxy } from "../../src/main.js";
 import type { ProxyClient } from "../../src/client/client.js";
 
@@ -37,6 +44,27 @@ describe("rate limits", () => {
     await Promise.all(
       Array.from({ length: N }, (_, i) => client.submit(`limited ${i}`, { id: `rl-${i}` })),
     );
+    // Watch the permits where they are granted: the server's own timestamps of the
+    // permit stream (the stream the proxies would create, created here first).
+    const { windowMs, permits } = rpmWindow(600);
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({
+      name: "OPENAI_RATE_gpt-4o-mini",
+      subjects: ["openai.rate.permit.gpt-4o-mini"],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.Memory,
+      discard: DiscardPolicy.New,
+      max_msgs: permits,
+      max_age: nanos(windowMs),
+      duplicate_window: nanos(windowMs),
+      num_replicas: 1,
+    });
+    const granted: number[] = [];
+    const watch = await (
+      await nc.jetstream().consumers.get("OPENAI_RATE_gpt-4o-mini")
+    ).consume({
+      callback: (m) => granted.push(m.info.timestampNanos / 1e6),
+    });
     for (let i = 0; i < 2; i++) {
       proxies.push(
         await startTestProxy({
@@ -58,17 +86,18 @@ describe("rate limits", () => {
     const s = dev.stats();
     expect(s.calls).toBe(N); // no call was refused and retried
     expect(s.failed).toBe(0);
-    // The permit stream grants at most 10 calls per one-second window; measured where the
-    // calls arrive (after client-side jitter), no 1.9 s span holds more than two windows'
-    // worth. Without the limiter all 45 would arrive within a few milliseconds.
-    const times = [...s.callTimes].sort((a, b) => a - b);
+    // The server granted at most 10 permits in any one-second window (exact server time).
+    // Without the limiter all 45 calls would start within a few milliseconds.
+    await eventually(() => granted.length === N, 5_000, "every permit observed");
+    watch.stop();
+    const times = [...granted].sort((a, b) => a - b);
     let maxInWindow = 0;
     for (let i = 0; i < times.length; i++) {
       let j = i;
-      while (j < times.length && times[j]! - times[i]! < 1900) j++;
+      while (j < times.length && times[j]! - times[i]! < windowMs) j++;
       maxInWindow = Math.max(maxInWindow, j - i);
     }
-    expect(maxInWindow).toBeLessThanOrEqual(20);
+    expect(maxInWindow).toBeLessThanOrEqual(permits);
     // 45 calls at 10 per second need at least 4 full windows.
     expect(elapsed).toBeGreaterThanOrEqual(3500);
   });

@@ -23,14 +23,18 @@ function stream(defs: Definitions, name: string) {
 describe("loadDefinitions on the repository's streams/", () => {
   const defs = loadDefinitions(STREAMS_DIR);
 
-  it("defines the four streams and one consumer", () => {
+  it("defines the five streams and two consumers", () => {
     expect(defs.streams.map((s) => s.name).sort()).toEqual([
       "OPENAI_BATCHES",
       "OPENAI_DLQ",
+      "OPENAI_POISON",
       "OPENAI_REQUESTS",
       "OPENAI_RESULTS",
     ]);
-    expect(defs.consumers).toHaveLength(1);
+    expect(defs.consumers.map((c) => c.config.durable_name).sort()).toEqual([
+      "openai-proxy",
+      "openai-proxy-poison",
+    ]);
   });
 
   it("OPENAI_REQUESTS is a file-backed work queue that refuses when full", () => {
@@ -60,7 +64,7 @@ describe("loadDefinitions on the repository's streams/", () => {
   });
 
   it("the openai-proxy consumer: explicit ack, 30 s ack_wait, max_deliver 5, no backoff", () => {
-    const c = defs.consumers[0]!;
+    const c = defs.consumers.find((x) => x.config.durable_name === "openai-proxy")!;
     expect(c.stream_name).toBe("OPENAI_REQUESTS");
     expect(c.config.durable_name).toBe("openai-proxy");
     expect(c.config.ack_policy).toBe("explicit");
@@ -72,8 +76,8 @@ describe("loadDefinitions on the repository's streams/", () => {
 
   it("replicas overrides num_replicas of every stream", () => {
     const d3 = loadDefinitions(STREAMS_DIR, 3);
-    expect(d3.streams.map((s) => s.num_replicas)).toEqual([3, 3, 3, 3]);
-    expect(defs.streams.map((s) => s.num_replicas)).toEqual([1, 1, 1, 1]);
+    expect(d3.streams.map((s) => s.num_replicas)).toEqual([3, 3, 3, 3, 3]);
+    expect(defs.streams.map((s) => s.num_replicas)).toEqual([1, 1, 1, 1, 1]);
   });
 });
 
