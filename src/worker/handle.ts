@@ -80,7 +80,22 @@ export interface HandleDeps {
 const enc = new TextEncoder();
 
 /** Handles one delivery; never throws. */
-export async function handleMessage(m: JsMsg, d: HandleDeps): Promise<Finished> {
+export async function handleMessage(m: JsMsg, deps: HandleDeps): Promise<Finished> {
+  // A per-message signal relayed from the long-lived shutdown signal: the SDK adds an
+  // abort listener per call and never removes it, and listeners piling up on one
+  // long-lived signal leak memory and make every add slower (seen: 460 MB, 70 req/s
+  // after 100k requests).
+  const local = new AbortController();
+  const relay = () => local.abort();
+  deps.signal.addEventListener("abort", relay, { once: true });
+  try {
+    return await handleOne(m, { ...deps, signal: local.signal });
+  } finally {
+    deps.signal.removeEventListener("abort", relay);
+  }
+}
+
+async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
   const started = Date.now();
   const id = idFromSubject(m.subject);
   const attempts = m.info.deliveryCount;
