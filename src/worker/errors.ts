@@ -71,7 +71,9 @@ function classifyUpstream(e: UpstreamError, model: string | undefined): Failure 
     return new Failure("permanent", Code.notFound, `${what}: ${e.message}`, undefined, opts);
   }
   if (TRANSIENT_STATUS.has(status) || status >= 500) {
-    const code = status === 429 ? Code.rateLimited : status >= 500 ? status : status;
+    // 408 and 409 from upstream are answered as gateway errors: on the wire 408 means
+    // "the request's Expires-At passed" and 409 "duplicate id" (docs/protocol.md).
+    const code = status === 408 ? Code.gatewayTimeout : status === 409 ? Code.badGateway : status;
     return new Failure("transient", code, `upstream ${status}: ${e.message}`, delay, opts);
   }
   const code = status === 413 || status === 422 || status === 400 ? status : Code.badRequest;
