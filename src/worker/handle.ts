@@ -107,6 +107,7 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
   let kind: "text" | "json" = isJsonType(hdr(H.contentType)) ? "json" : "text";
   let model = s.defaultModel;
   let upstreamMs = 0;
+  let upstreamStart = 0;
   let calls = 0;
   const fin = (outcome: Outcome, extra: Partial<Finished> = {}): Finished => ({
     id,
@@ -168,9 +169,9 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
       );
     }
     const streaming = req.params.stream === true && replyTo !== "";
-    const t0 = Date.now();
+    upstreamStart = Date.now();
     const result = await callWithRetries(req, d, streaming ? replyTo : "", id, () => calls++);
-    upstreamMs = Date.now() - t0;
+    upstreamMs = Date.now() - upstreamStart;
     const out = encodeSuccess(req.kind, result.completion, {
       id,
       attempts,
@@ -189,13 +190,17 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
     );
   } catch (e) {
     const f = classify(e, model);
-    upstreamMs ||= 0;
+    if (upstreamStart > 0 && upstreamMs === 0) upstreamMs = Date.now() - upstreamStart;
     try {
       return await settleFailure(m, d, f, { id, kind, model, attempts, replyTo }, fin);
     } catch (e2) {
       // Could not write the verdict (NATS trouble): leave the message to redeliver.
       d.log.warn({ id, err: e2 }, "could not settle a failed request; it will be redelivered");
-      m.nak(s.nakDelayMs);
+      try {
+        m.nak(s.nakDelayMs);
+      } catch {
+        // Connection gone: ack_wait brings it back.
+      }
       return fin("retry", { code: f.code, error: f.message });
     }
   } finally {
