@@ -70,7 +70,7 @@ const rows = [
   ["upstream calls", String(s.calls)],
   [
     "answered 429",
-    `${s.calls - s.ok - s.inFlight} = ${(share429 * 100).toFixed(2)} % (target < 1 %)`,
+    `${s.failed} = ${(share429 * 100).toFixed(2)} % (target < 1 %)`,
   ],
 ];
 process.stdout.write(
