@@ -73,6 +73,16 @@ export async function startProxy(
     });
     const out = deps.wrapOutputs ? deps.wrapOutputs(natsOut) : natsOut;
     const w = config.worker;
+    // Replies never go into the proxy's own subjects (they would forge results, dead
+    // letters or requests) — see replyToProblem.
+    const reservedPrefixes = [
+      s.requests_prefix,
+      s.results_prefix,
+      s.dlq_prefix,
+      s.batches_prefix,
+      config.limits.subject_prefix,
+      config.nats.subject,
+    ];
     const limiter = createRateLimiter(
       nc,
       js,
@@ -114,13 +124,7 @@ export async function startProxy(
         nakDelayMs: w.nak_delay_ms,
         nakDelayMaxMs: w.nak_delay_max_ms,
         requestsPrefix: s.requests_prefix,
-        reservedPrefixes: [
-          s.requests_prefix,
-          s.results_prefix,
-          s.dlq_prefix,
-          s.batches_prefix,
-          config.limits.subject_prefix,
-        ],
+        reservedPrefixes,
       },
     });
     await worker.start();
@@ -133,6 +137,7 @@ export async function startProxy(
         stream: s.requests,
         requestsPrefix: s.requests_prefix,
         onRequest: (a, c) => metrics.shim(a, c),
+        reservedPrefixes,
         stats: () => ({
           in_flight: worker.inFlight,
           breaker: worker.breakerState,

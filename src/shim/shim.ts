@@ -21,6 +21,8 @@ export interface ShimOptions {
   requestsPrefix: string;
   /** called for every request written or refused */
   onRequest?: (accepted: boolean, code?: number) => void;
+  /** prefixes a reply subject may not point into (the proxy's own subjects) */
+  reservedPrefixes: readonly string[];
   /** extra data for `$SRV.STATS` */
   stats?: () => unknown;
 }
@@ -82,7 +84,7 @@ async function forward(
   const kind = isJsonType(m.headers?.get(H.contentType) ?? "") ? "json" : "text";
   const refuse = (code: number, message: string) => {
     o.onRequest?.(false, code);
-    if (!m.reply || replyToProblem(m.reply, [])) return;
+    if (!m.reply || replyToProblem(m.reply, o.reservedPrefixes)) return;
     const e = encodeError(kind, { id, attempts: 0, code, message });
     // The Nats-Service-Error headers as micro services send them, and the usual error body.
     m.respondError(code, message, e.data, { headers: e.headers });

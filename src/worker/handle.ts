@@ -132,16 +132,17 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
     Math.max(250, Math.floor(s.ackWaitMs / 3)),
   );
   try {
-    const problem =
-      m.subject.split(".").length !== s.requestsPrefix.split(".").length + 1
-        ? `request subject "${m.subject}" must be ${s.requestsPrefix}.<id> with the id as one token (no '.')`
-        : idProblem(id);
-    if (problem) throw new RequestError(Code.badRequest, problem);
+    // Reply-To first: no answer, not even an error, may go to a refused subject.
     const replyProblem = replyTo ? replyToProblem(replyTo, s.reservedPrefixes) : undefined;
     if (replyProblem) {
       replyTo = ""; // never publish there, not even the error
       throw new RequestError(Code.badRequest, replyProblem);
     }
+    const problem =
+      m.subject.split(".").length !== s.requestsPrefix.split(".").length + 1
+        ? `request subject "${m.subject}" must be ${s.requestsPrefix}.<id> with the id as one token (no '.')`
+        : idProblem(id);
+    if (problem) throw new RequestError(Code.badRequest, problem);
     const req = decodeRequest(m.data, hdr(H.contentType), s.defaultModel);
     kind = req.kind;
     model = req.params.model;

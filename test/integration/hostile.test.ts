@@ -186,6 +186,36 @@ describe("hostile input", () => {
     expect((await client.result("someone-else"))?.body).toBe(resultBefore?.body);
   });
 
+  it("does not answer a refused subject's error into a refused Reply-To", async () => {
+    await client.submit("keep me", { id: "keep-me" });
+    await client.result("keep-me", { wait: true, timeoutMs: 10_000 });
+    const jsm = await nc.jetstreamManager();
+    const before = (await jsm.streams.info("OPENAI_RESULTS")).state.messages;
+    const h = headers();
+    h.set("Content-Type", "application/json");
+    // The error body of a refused request would be a valid purge request.
+    h.set("Reply-To", "$JS.API.STREAM.PURGE.OPENAI_RESULTS");
+    await nc.jetstream().publish("openai.requests.two.tokens", sc.encode("{}"), { headers: h });
+    const r = await client.result("tokens", { wait: true, timeoutMs: 10_000 });
+    expect(r).toMatchObject({ ok: false, code: 400 });
+    expect((await jsm.streams.info("OPENAI_RESULTS")).state.messages).toBe(before + 1);
+    expect((await client.result("keep-me"))?.ok).toBe(true);
+  });
+
+  it("the shim never answers into the proxy's own subjects", async () => {
+    await client.submit("original", { id: "dup-shim" });
+    const original = await client.result("dup-shim", { wait: true, timeoutMs: 10_000 });
+    const h = headers();
+    h.set("Nats-Msg-Id", "dup-shim"); // a duplicate: the shim refuses it with 409…
+    nc.publish("openai_requests", sc.encode("again"), {
+      headers: h,
+      reply: "openai.results.dup-shim",
+    });
+    await nc.flush();
+    await stillServing(); // …and the shim has handled it by now
+    expect((await client.result("dup-shim"))?.body).toBe(original?.body);
+  });
+
   it("never hands a stored result to a different request that reuses the id", async () => {
     // Bob's request completes.
     await client.submit("bob's secret question", { id: "shared-id" });
