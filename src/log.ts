@@ -51,5 +51,6 @@ export function createLogger(o: LogOptions): Logger {
       transport: { target: "pino-pretty", options: { destination: 2, colorize: true } },
     });
   }
-  return pino(options, o.destination ?? pino.destination({ dest: 2, sync: false }));
+  // Synchronous writes: a crash (even SIGKILL) must not swallow the last lines.
+  return pino(options, o.destination ?? pino.destination({ dest: 2, sync: true }));
 }

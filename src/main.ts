@@ -9,6 +9,7 @@ import { startHttp, type HttpServer } from "./http/server.js";
 import { createMetrics, type Metrics } from "./http/metrics.js";
 import type { ChatClient } from "./llm/chat-client.js";
 import { createOpenAIClient } from "./llm/openai-client.js";
+import { createNodeFetch } from "./llm/node-fetch.js";
 import type { Logger } from "./log.js";
 import { connectNats } from "./nats/connect.js";
 import { applyDefinitions, formatReport, loadDefinitions } from "./nats/streams.js";
@@ -62,6 +63,7 @@ export async function startProxy(
         apiKey: o.api_key,
         baseURL: o.base_url || undefined,
         timeoutMs: o.timeout_ms,
+        ...(o.transport === "node" ? { fetch: createNodeFetch() } : {}),
       });
     const metrics = createMetrics();
     metrics.setDlqSize(async () => (await jsm.streams.info(s.dlq)).state.messages);

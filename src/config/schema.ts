@@ -33,6 +33,12 @@ export const SCHEMA: Record<string, Leaf> = {
   "openai.engine": { type: "string", default: "gpt-4o-mini", env: ["OPENAI_MODEL"] },
   "openai.base_url": { type: "string", default: "", env: ["OPENAI_BASE_URL"] },
   "openai.timeout_ms": { type: "number", default: 60000, min: 100 },
+  "openai.transport": {
+    type: "string",
+    default: "node",
+    oneOf: ["node", "fetch"],
+    env: ["OPENAI_TRANSPORT"],
+  },
   "openai.retries": { type: "number", default: 3, min: 0 },
   "openai.retry_min_ms": { type: "number", default: 500, min: 0 },
   "openai.retry_max_ms": { type: "number", default: 20000, min: 0 },
@@ -99,6 +105,7 @@ export interface Config {
     readonly engine: string;
     readonly base_url: string;
     readonly timeout_ms: number;
+    readonly transport: string;
     readonly retries: number;
     readonly retry_min_ms: number;
     readonly retry_max_ms: number;
