@@ -56,7 +56,9 @@ describe("node:http transport", () => {
     expect(e404).toBeInstanceOf(OpenAI.NotFoundError);
     const e429 = await ask("limited [[status:429,retry:3]]").catch((e: unknown) => e);
     expect(e429).toBeInstanceOf(OpenAI.RateLimitError);
-    expect((e429 as OpenAI.APIError).headers?.get("retry-after")).toBe("3");
+    expect((e429 as InstanceType<typeof OpenAI.RateLimitError>).headers.get("retry-after")).toBe(
+      "3",
+    );
   });
 
   it("reports a dropped connection, a timeout and an abort like fetch does", async () => {
