@@ -10,7 +10,7 @@ CLI := node dist/cli/main.js
 SRC := $(shell find src -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
 
 .PHONY: help setup deps nats-server build run demo test lint format streams-apply streams-info \
-        streams-purge dlq-list dlq-replay dlq-purge bench soak clean
+        streams-purge dlq-list dlq-replay dlq-purge bench throughput soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 16
@@ -70,6 +70,9 @@ dlq-purge: build ## delete all dead letters
 
 bench: setup ## benchmark suite (bounded; prints ratios to baselines measured in the same run)
 	node --import tsx bench/run.ts $(ARGS)
+
+throughput: setup ## requests/s through one proxy (default 200 ms latency, concurrency 64)
+	node --import tsx scripts/throughput.ts $(ARGS)
 
 soak: setup ## bounded soak run mixing load, faults, kills and a server restart (not in CI)
 	node --import tsx scripts/soak.ts $(ARGS)

@@ -68,10 +68,7 @@ const rows = [
     `${achievedRpm.toFixed(1)} RPM = ${((achievedRpm / RPM) * 100).toFixed(1)} % of ${RPM} (target ≥ 95 %)`,
   ],
   ["upstream calls", String(s.calls)],
-  [
-    "answered 429",
-    `${s.failed} = ${(share429 * 100).toFixed(2)} % (target < 1 %)`,
-  ],
+  ["answered 429", `${s.failed} = ${(share429 * 100).toFixed(2)} % (target < 1 %)`],
 ];
 process.stdout.write(
   `\n| rate limits | value |\n|---|---|\n${rows.map(([k, v]) => `| ${k} | ${v} |`).join("\n")}\n`,
