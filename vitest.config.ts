@@ -8,5 +8,6 @@ export default defineConfig({
     // Integration files each start their own nats-server; two cores do not like more in parallel.
     maxWorkers: 2,
     fileParallelism: true,
+    reporters: ["default", "./test/summary-reporter.ts"],
   },
 });
