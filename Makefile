@@ -68,8 +68,9 @@ dlq-replay: build ## replay dead letters (ID=<id>, default all)
 dlq-purge: build ## delete all dead letters
 	$(CLI) dlq purge $(ARGS)
 
-bench: setup ## benchmark suite (bounded; prints ratios to baselines measured in the same run)
+bench: setup ## benchmark suite (bounded; prints ratios to baselines measured in the same run), then the 2-minute rate-limit run
 	node --import tsx bench/run.ts $(ARGS)
+	node --import tsx scripts/bench-ratelimit.ts $(RATE_ARGS)
 
 throughput: setup ## requests/s through one proxy (default 200 ms latency, concurrency 64)
 	node --import tsx scripts/throughput.ts $(ARGS)
