@@ -58,6 +58,12 @@ describe("observability", () => {
       { model: "gpt-unknown", messages: [{ role: "user", content: "x" }] },
       { timeoutMs: 10_000 },
     );
+    // The reply is published just before the ack and the metrics update: wait for them.
+    await eventually(
+      async () => (await metric("openai_proxy_queue_wait_seconds_count")) === 4,
+      5_000,
+      "the metrics of all four requests",
+    );
     expect(await metric("openai_proxy_requests_total", '{outcome="ok",model="gpt-4o-mini"}')).toBe(
       3,
     );
