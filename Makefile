@@ -9,7 +9,7 @@ export NATS_URL ?= nats://127.0.0.1:$(NATS_PORT)
 CLI := node dist/cli/main.js
 SRC := $(shell find src -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
 
-.PHONY: help setup deps nats-server build run demo test lint format streams-apply streams-info \
+.PHONY: help setup deps nats-server redis-server build run demo test lint format streams-apply streams-info \
         streams-purge dlq-list dlq-replay dlq-purge bench throughput soak clean
 
 help: ## list the targets
@@ -68,7 +68,13 @@ dlq-replay: build ## replay dead letters (ID=<id>, default all)
 dlq-purge: build ## delete all dead letters
 	$(CLI) dlq purge $(ARGS)
 
-bench: setup ## benchmark suite (bounded; prints ratios to baselines measured in the same run), then the 2-minute rate-limit run
+redis-server: ## install redis-server from Debian if missing (the BullMQ baseline of make bench)
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+bench: setup redis-server ## benchmark suite (bounded; prints ratios to baselines measured in the same run), then the 2-minute rate-limit run
 	node --import tsx bench/run.ts $(ARGS)
 	node --import tsx scripts/bench-ratelimit.ts $(RATE_ARGS)
 

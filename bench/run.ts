@@ -42,7 +42,7 @@ import {
   type ThroughputParams,
   type ThroughputResult,
 } from "./lib/measure.js";
-import { ROOT, waitQuiet } from "./lib/procs.js";
+import { registerTempDir, ROOT, waitQuiet } from "./lib/procs.js";
 import {
   ensureIORedis,
   haveRedisServer,
@@ -269,6 +269,7 @@ async function main(): Promise<void> {
     `bench: ${machine.cores} cores, node ${machine.node}, nats-server ${machine.natsServer}, redis ${machine.redis}; ${quick ? "quick" : "full"} run, ${reps} repetition(s)`,
   );
   const streams = makeStreamsDir();
+  registerTempDir(streams.dir);
   const dev = await startDevOpenAIChild(0);
   idlePids = () => [dev.child.pid];
   let env: Env | undefined;

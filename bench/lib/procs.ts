@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -62,7 +62,20 @@ export interface Child {
 }
 
 const live = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
 let hooked = false;
+
+/** A temporary directory removed when the benchmark exits, however it exits. */
+export function registerTempDir(dir: string): void {
+  hookExit();
+  tempDirs.add(dir);
+}
+
+/** Removes a registered temporary directory now. */
+export function removeTempDir(dir: string): void {
+  tempDirs.delete(dir);
+  rmSync(dir, { recursive: true, force: true });
+}
 
 /** Children still alive when the benchmark exits (error, Ctrl-C, kill) are SIGKILLed. */
 function hookExit(): void {
@@ -70,6 +83,7 @@ function hookExit(): void {
   hooked = true;
   const killAll = (): void => {
     for (const p of live) p.kill("SIGKILL");
+    for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
   };
   process.on("exit", killAll);
   const codes = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;

@@ -4,12 +4,12 @@
  * baseline. Also finds (or installs) the `ioredis` driver BullMQ 6 needs.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { freePort } from "../../test/helpers/nats-server.js";
-import { ROOT, spawnChild, spawnTs, type Child } from "./procs.js";
+import { registerTempDir, removeTempDir, ROOT, spawnChild, spawnTs, type Child } from "./procs.js";
 
 // ---------------------------------------------------------------------------------------------
 // dev-openai (the local test double)
@@ -116,6 +116,7 @@ export function redisVersion(): string {
 /** A fresh redis-server (empty temp dir, free loopback port). */
 export async function startRedis(): Promise<RedisChild> {
   const dir = mkdtempSync(join(tmpdir(), "bench-redis-"));
+  registerTempDir(dir);
   const port = await freePort();
   const child = spawnChild(
     "redis-server",
@@ -139,7 +140,7 @@ export async function startRedis(): Promise<RedisChild> {
     await child.waitForLine(/Ready to accept connections/, 15_000);
   } catch (e) {
     await child.stop(1000);
-    rmSync(dir, { recursive: true, force: true });
+    removeTempDir(dir);
     throw e;
   }
   return {
@@ -147,7 +148,7 @@ export async function startRedis(): Promise<RedisChild> {
     port,
     async stop() {
       await child.stop(5000);
-      rmSync(dir, { recursive: true, force: true });
+      removeTempDir(dir);
     },
   };
 }
