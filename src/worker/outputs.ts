@@ -89,11 +89,8 @@ export function natsOutputs(
       h.set(H.attempts, String(failure.attempts));
       h.set(H.failedAt, new Date().toISOString());
       h.set(H.msgId, key);
-      const pa = await js.publish(subjectFor(n.dlqPrefix, id), original.data, {
-        headers: h,
-        msgID: key,
-      });
-      void pa;
+      // The key makes a retried write of the same dead letter idempotent.
+      await js.publish(subjectFor(n.dlqPrefix, id), original.data, { headers: h, msgID: key });
     },
     async requeue(id, key, original) {
       const h = copyHeaders(original.headers);

@@ -29,7 +29,7 @@ export class SlotPuller {
   private pullsEndAt = 0;
   private readonly idleWaiters: (() => void)[] = [];
   private readonly stopCtl = new AbortController();
-  private capacity: number;
+  private readonly capacity: number;
 
   constructor(
     private readonly consumer: Consumer,
@@ -62,12 +62,6 @@ export class SlotPuller {
 
   resume(): void {
     this.paused = false;
-    this.pump();
-  }
-
-  /** Changes the number of slots (adaptive concurrency). */
-  setCapacity(n: number): void {
-    this.capacity = Math.max(1, n);
     this.pump();
   }
 
