@@ -155,8 +155,10 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
         prev.headers?.get(H.serviceErrorCode) === "" &&
         prev.headers.get(H.requestSeq) === String(m.seq)
       ) {
-        if (replyTo)
+        if (replyTo) {
           d.out.reply(replyTo, { headers: prev.headers ?? natsHeaders(), data: prev.data });
+          await d.out.flush();
+        }
         m.ack();
         return fin("replayed");
       }
@@ -182,7 +184,10 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
     out.headers.set(H.requestSeq, String(m.seq));
     carryHeaders(m.headers, out.headers);
     await d.out.storeResult(id, out);
-    if (replyTo) d.out.reply(replyTo, out);
+    if (replyTo) {
+      d.out.reply(replyTo, out);
+      await d.out.flush();
+    }
     m.ack();
     const u = result.completion.usage;
     return fin(
@@ -248,7 +253,10 @@ async function settleFailure(
     });
     carryHeaders(m.headers, err.headers);
     await d.out.storeResult(c.id, err);
-    if (c.replyTo) d.out.reply(c.replyTo, err);
+    if (c.replyTo) {
+      d.out.reply(c.replyTo, err);
+      await d.out.flush();
+    }
     m.ack();
     return fin("error", errInfo);
   };

@@ -25,6 +25,12 @@ export interface Outputs {
   storeResult(id: string, r: Encoded): Promise<void>;
   /** Publishes to a reply subject (core NATS, fire and forget). */
   reply(subject: string, r: Encoded): void;
+  /**
+   * Resolves once the server has everything published so far (a PING round trip).
+   * nats.js silently drops what is published while it reconnects, so the ack waits for
+   * this: a reply lost that way means no ack, hence a redelivery that re-sends it.
+   */
+  flush(): Promise<void>;
   /** The stored result for `id`, or null (a leader read, not a replica's). */
   lookupResult(id: string): Promise<StoredMessage | null>;
   /**
@@ -70,6 +76,9 @@ export function natsOutputs(
     },
     reply(subject, r) {
       nc.publish(subject, r.data, { headers: r.headers });
+    },
+    flush() {
+      return nc.flush();
     },
     async lookupResult(id) {
       try {

@@ -56,16 +56,20 @@ describe("cluster", () => {
     const N = 400;
     const replies = new Map<string, number>();
     const inbox = createInbox();
-    nc.subscribe(`${inbox}.*`, {
+    const jsm = await nc.jetstreamManager();
+    const leader = (await jsm.streams.info("OPENAI_REQUESTS")).cluster?.leader;
+    // Nodes are named n1..n3 by the harness: take down the request stream's leader.
+    const victim = cluster.nodes[Number(leader?.slice(1) ?? "1") - 1] ?? cluster.nodes[0]!;
+    // Replies are core NATS: a subscriber on the killed server would miss those sent while
+    // it reconnects. The requester listens on a server that stays up.
+    const listener = await connect({ servers: cluster.urls.filter((u) => u !== victim.url) });
+    listener.subscribe(`${inbox}.*`, {
       callback: (_e, m) => {
         const id = m.headers?.get("Nats-Msg-Id") ?? "";
         replies.set(id, (replies.get(id) ?? 0) + 1);
       },
     });
-    const jsm = await nc.jetstreamManager();
-    const leader = (await jsm.streams.info("OPENAI_REQUESTS")).cluster?.leader;
-    // Nodes are named n1..n3 by the harness: take down the request stream's leader.
-    const victim = cluster.nodes[Number(leader?.slice(1) ?? "1") - 1] ?? cluster.nodes[0]!;
+    await listener.flush();
     const submitting: Promise<unknown> = (async () => {
       for (let i = 0; i < N; i++) {
         // The client retries an unacknowledged publish with the same id (leader elections).
@@ -98,5 +102,6 @@ describe("cluster", () => {
     );
     // Each request is answered once.
     expect(dup).toBe(0);
-  });
+    await listener.close();
+  }, 150_000);
 });
