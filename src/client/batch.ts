@@ -4,6 +4,7 @@
  * body}, error}` per request, in input order. Both stream: memory stays bounded
  * whatever the file size (a window of outstanding PubAcks or lookups).
  */
+import { isNotFound } from "../nats/not-found.js";
 import { createReadStream, createWriteStream } from "node:fs";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
@@ -230,7 +231,7 @@ export async function readManifest(
     });
     return sm.json<BatchManifest>();
   } catch (e) {
-    if ((e as { code?: string }).code === "404") return null;
+    if (isNotFound(e)) return null;
     throw e;
   }
 }

@@ -3,6 +3,7 @@
  * stream (deltas then the final reply) and result (read or wait for a stored
  * result). The CLI is built on it; it speaks the protocol, never worker internals.
  */
+import { isNotFound } from "../nats/not-found.js";
 import {
   createInbox,
   headers as natsHeaders,
@@ -284,7 +285,7 @@ export class ProxyClient {
       ).direct;
       return await direct.getMessage(this.names.resultsStream, { last_by_subj: subject });
     } catch (e) {
-      if ((e as { code?: string }).code === "404") return null;
+      if (isNotFound(e)) return null;
       throw e;
     }
   }

@@ -2,6 +2,7 @@
  * Dead-letter operations: list, show, replay (back into the work queue, removing
  * each dead letter only after the requeued copy's PubAck) and purge.
  */
+import { isNotFound } from "../nats/not-found.js";
 import { type JetStreamManager, type MsgHdrs, type NatsConnection, type StoredMsg } from "nats";
 import { H } from "../protocol/headers.js";
 import { idFromSubject, subjectFor } from "../protocol/subjects.js";
@@ -80,7 +81,7 @@ export class DeadLetters {
         }),
       );
     } catch (e) {
-      if ((e as { code?: string }).code === "404") return null;
+      if (isNotFound(e)) return null;
       throw e;
     }
   }

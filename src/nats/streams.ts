@@ -3,6 +3,7 @@
  * their idempotent application: create what is missing, update what drifted, and
  * refuse destructive changes (retention, storage, ack policy) without `force`.
  */
+import { isNotFound } from "./not-found.js";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ConsumerConfig, JetStreamManager, StreamConfig } from "nats";
@@ -75,11 +76,10 @@ export interface ApplyReport {
 const DESTRUCTIVE_STREAM = ["retention", "storage"];
 const DESTRUCTIVE_CONSUMER = ["ack_policy", "deliver_policy", "durable_name"];
 
-function isNotFound(e: unknown): boolean {
+/** Stream or consumer not found (info says so by api err_code as well as by 404). */
+function isMissing(e: unknown): boolean {
   const err = e as { code?: string; api_error?: { err_code?: number } };
-  return (
-    err.code === "404" || err.api_error?.err_code === 10059 || err.api_error?.err_code === 10014
-  );
+  return isNotFound(e) || err.api_error?.err_code === 10059 || err.api_error?.err_code === 10014;
 }
 
 /** Keys of `want` whose value differs from `have` (fields the file does not set are ignored). */
@@ -116,7 +116,7 @@ export async function applyDefinitions(
     try {
       have = (await jsm.streams.info(s.name)).config;
     } catch (e) {
-      if (!isNotFound(e)) throw e;
+      if (!isMissing(e)) throw e;
     }
     if (!have) {
       await addStreamWithRetry(jsm, s);
@@ -151,7 +151,7 @@ export async function applyDefinitions(
     try {
       have = (await jsm.consumers.info(c.stream_name, name)).config;
     } catch (e) {
-      if (!isNotFound(e)) throw e;
+      if (!isMissing(e)) throw e;
     }
     if (!have) {
       await jsm.consumers.add(c.stream_name, c.config);

@@ -3,6 +3,7 @@
  * PubAck), the caller's Reply-To, and the dead-letter stream. An interface, so the
  * lifecycle in handle.ts can be tested with fakes.
  */
+import { isNotFound } from "../nats/not-found.js";
 import {
   headers as natsHeaders,
   nuid,
@@ -87,7 +88,7 @@ export function natsOutputs(
         });
         return { headers: sm.header, data: sm.data };
       } catch (e) {
-        if ((e as { code?: string }).code === "404") return null;
+        if (isNotFound(e)) return null;
         throw e;
       }
     },

@@ -4,6 +4,7 @@
  * one instance (queue group) copies it to the DLQ, answers the caller with an error
  * and removes it from the work queue.
  */
+import { isNotFound } from "../nats/not-found.js";
 import type {
   Consumer,
   JetStreamClient,
@@ -136,7 +137,7 @@ async function deadLetterPoison(
   try {
     sm = await jsm.streams.getMessage(o.stream, { seq });
   } catch (e) {
-    if ((e as { code?: string }).code === "404") return; // already settled (a late ack)
+    if (isNotFound(e)) return; // already settled (a late ack)
     throw e;
   }
   await deadLetterStored(jsm, out, o, sm, deliveries, log);
@@ -213,7 +214,7 @@ export async function sweepStranded(
         seq: number;
       });
     } catch (e) {
-      if ((e as { code?: string }).code === "404") break;
+      if (isNotFound(e)) break;
       throw e;
     }
     if (sm.seq > floor) break;
