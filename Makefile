@@ -9,24 +9,33 @@ export NATS_URL ?= nats://127.0.0.1:$(NATS_PORT)
 CLI := node dist/cli/main.js
 SRC := $(shell find src -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
 
-.PHONY: help setup deps nats-server redis-server build run demo test lint format streams-apply streams-info \
-        streams-purge dlq-list dlq-replay dlq-purge bench throughput soak clean
+.PHONY: help setup deps nats-server redis-server build run demo test test-integration lint format \
+        streams-apply streams-info streams-purge dlq-list dlq-replay dlq-purge bench throughput soak \
+        clean distclean
+
+# nats-server >= 2.10: NATS_SERVER_BIN, else PATH or /usr/sbin, else Debian's package unpacked
+# into .tools/ (NATS_SERVER_SUITE, default sid; =trixie for the oldest supported, 2.10.x).
+# scripts/nats-server.sh decides; it runs once, and only when a target below needs a server.
+NATS_SERVER_BIN_GIVEN := $(NATS_SERVER_BIN)
+nats_server_env := $(if $(NATS_SERVER_SUITE),NATS_SERVER_SUITE='$(NATS_SERVER_SUITE)') \
+                   $(if $(NATS_SERVER_BIN_GIVEN),NATS_SERVER_BIN='$(NATS_SERVER_BIN_GIVEN)')
+nats_server_bin = $(eval nats_server_bin := $(or $(shell $(nats_server_env) scripts/nats-server.sh),\
+  $(error no usable nats-server (2.10 or newer), see above)))$(nats_server_bin)
+# Exported to the recipes (and so to the test helper and scripts/run.sh) of these targets only.
+setup run demo test test-integration bench throughput soak: override export NATS_SERVER_BIN = $(nats_server_bin)
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 16
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 18
 
-setup: deps nats-server build ## install npm deps and nats-server, build
+setup: deps nats-server build ## npm deps, nats-server (found or fetched into .tools/), build
 
 deps: node_modules/.installed
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-nats-server: ## install nats-server from Debian if missing
-	@command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || { \
-	  echo "installing nats-server (apt-get)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; }
+nats-server: ## find nats-server >= 2.10, or fetch Debian's newest into .tools/ (NATS_SERVER_SUITE=trixie: oldest supported)
+	@bin='$(nats_server_bin)'; echo "nats-server $$("$$bin" --version | sed 's/^nats-server: //'): $$bin"
 
 build: dist/.built
 dist/.built: node_modules/.installed $(SRC)
@@ -41,6 +50,9 @@ demo: setup ## start everything, show a round trip of each kind, stop
 
 test: deps nats-server ## unit and integration tests (real nats-server, local OpenAI-compatible server)
 	npx vitest run
+
+test-integration: deps nats-server ## integration tests only (CI runs them on the oldest supported nats-server too)
+	npx vitest run test/integration
 
 lint: deps ## eslint + prettier + tsc --noEmit
 	npx eslint .
@@ -84,5 +96,8 @@ throughput: setup ## requests/s through one proxy (default 200 ms latency, concu
 soak: setup ## bounded soak run mixing load, faults, kills and a server restart (not in CI)
 	node --import tsx scripts/soak.ts $(ARGS)
 
-clean: ## remove build output and local data
+clean: ## remove build output and local data (keeps the nats-server in .tools/)
 	rm -rf dist .data coverage
+
+distclean: clean ## also remove .tools/ (fetched nats-servers)
+	rm -rf .tools

@@ -10,7 +10,9 @@
  *
  * Environment: NATS_URL, OPENAI_BASE_URL, OPENAI_API_KEY, CONCURRENCY (default 64).
  */
-import { connect, type JsMsg } from "nats";
+import { jetstream } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import type { JsMsg } from "@nats-io/jetstream";
 import OpenAI from "openai";
 
 const natsUrl = process.env.NATS_URL ?? "nats://127.0.0.1:4222";
@@ -18,7 +20,7 @@ const concurrency = Number(process.env.CONCURRENCY ?? 64);
 const model = process.env.OPENAI_MODEL ?? "gpt-4o-mini";
 
 const nc = await connect({ servers: natsUrl, name: "bench-raw-worker" });
-const js = nc.jetstream();
+const js = jetstream(nc);
 const consumer = await js.consumers.get("OPENAI_REQUESTS", "openai-proxy");
 // Defaults on purpose (retries 2, timeout 10 min): "the SDK as anyone would use it".
 const openai = new OpenAI({

@@ -12,7 +12,7 @@
  *
  * Uses only the `nats` npm package.
  */
-import { connect, headers, nuid, type Msg } from "nats";
+import { connect, headers, nuid, RequestError, type Msg } from "@nats-io/transport-node";
 
 const SUBJECT = "openai_requests";
 const enc = new TextEncoder();
@@ -44,8 +44,9 @@ try {
   const again = await nc.request(SUBJECT, enc.encode("Say hello"), { timeout: 60_000, headers: h });
   console.log(`again  ${id}: ${show(again)}`);
 } catch (e) {
-  // No proxy subscribed to the compat subject: nats.js fails at once with code "503".
-  if ((e as { code?: string }).code === "503") console.error(`no proxy is serving ${SUBJECT}`);
+  // No proxy subscribed to the compat subject: nats.js fails at once with "no responders".
+  if (e instanceof RequestError && e.isNoResponders())
+    console.error(`no proxy is serving ${SUBJECT}`);
   else throw e;
   process.exitCode = 1;
 } finally {

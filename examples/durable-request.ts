@@ -12,15 +12,17 @@
  * Run, with a proxy serving:
  *   NATS_URL=nats://127.0.0.1:4222 npx tsx examples/durable-request.ts "What is JetStream?"
  */
+import { jetstream } from "@nats-io/jetstream";
 import {
   connect,
   createInbox,
+  errors,
   headers,
   nuid,
-  type JetStreamClient,
+  RequestError,
   type MsgHdrs,
-  type PubAck,
-} from "nats";
+} from "@nats-io/transport-node";
+import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 
 const enc = new TextEncoder();
 
@@ -40,8 +42,10 @@ async function publishDurably(
     try {
       return await js.publish(subject, data, { headers: h });
     } catch (e) {
-      const err = e as { code?: string; api_error?: unknown };
-      const retriable = err.code === "TIMEOUT" || (err.code === "503" && !err.api_error);
+      // No PubAck in time, or no stream leader yet ("no responders"): retry, same Nats-Msg-Id.
+      const retriable =
+        e instanceof errors.TimeoutError ||
+        (e instanceof Error && e.cause instanceof RequestError && e.cause.isNoResponders());
       if (!retriable || Date.now() + wait > deadline) throw e;
       await new Promise((r) => setTimeout(r, wait));
     }
@@ -50,7 +54,7 @@ async function publishDurably(
 
 const nc = await connect({ servers: (process.env.NATS_URL ?? "nats://127.0.0.1:4222").split(",") });
 try {
-  const js = nc.jetstream();
+  const js = jetstream(nc);
   const id = nuid.next();
   const inbox = createInbox();
   // Subscribe before publishing, so the reply cannot arrive before anyone listens.
@@ -87,7 +91,7 @@ try {
 } catch (e) {
   // The subscription's timeout: the request stays queued; its result will be stored at
   // openai.results.<id> (see fire-and-forget.ts).
-  if ((e as { code?: string }).code === "TIMEOUT") console.error("no reply within 60 s");
+  if (e instanceof errors.TimeoutError) console.error("no reply within 60 s");
   else throw e;
   process.exitCode = 1;
 } finally {

@@ -13,7 +13,16 @@
  *   NATS_URL=nats://127.0.0.1:4222 npx tsx examples/fire-and-forget.ts "Summarise Hamlet in one line"
  *   NATS_URL=nats://127.0.0.1:4222 npx tsx examples/fire-and-forget.ts --id <id>   # read only
  */
-import { connect, headers, nuid, type Msg, type MsgHdrs, type NatsConnection } from "nats";
+import { jetstream } from "@nats-io/jetstream";
+import {
+  connect,
+  errors,
+  headers,
+  nuid,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+} from "@nats-io/transport-node";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -68,11 +77,13 @@ try {
     h.set("Nats-Msg-Id", id);
     // A text body (no Content-Type): one user message to the default model; the result
     // body is the assistant's text.
-    const pa = await nc
-      .jetstream()
-      .publish(`openai.requests.${id}`, enc.encode(process.argv[2] ?? "Summarise Hamlet"), {
+    const pa = await jetstream(nc).publish(
+      `openai.requests.${id}`,
+      enc.encode(process.argv[2] ?? "Summarise Hamlet"),
+      {
         headers: h,
-      });
+      },
+    );
     console.log(`submitted ${id} (${pa.stream} #${pa.seq})`);
   }
 
@@ -86,7 +97,7 @@ try {
     console.log(r.body);
   }
 } catch (e) {
-  if ((e as { code?: string }).code === "TIMEOUT") console.error("no result within 60 s");
+  if (e instanceof errors.TimeoutError) console.error("no result within 60 s");
   else throw e;
   process.exitCode = 1;
 } finally {

@@ -11,7 +11,8 @@
  * Run, with a proxy serving:
  *   NATS_URL=nats://127.0.0.1:4222 npx tsx examples/streaming.ts "Stream this sentence back word by word"
  */
-import { connect, createInbox, headers, nuid } from "nats";
+import { jetstream } from "@nats-io/jetstream";
+import { connect, createInbox, errors, headers, nuid } from "@nats-io/transport-node";
 
 interface Chunk {
   id: string;
@@ -34,7 +35,7 @@ try {
     messages: [{ role: "user", content: process.argv[2] ?? "Stream this back word by word" }],
     stream: true,
   };
-  await nc.jetstream().publish(`openai.requests.${id}`, enc.encode(JSON.stringify(body)), {
+  await jetstream(nc).publish(`openai.requests.${id}`, enc.encode(JSON.stringify(body)), {
     headers: h,
   });
 
@@ -70,7 +71,7 @@ try {
     break;
   }
 } catch (e) {
-  if ((e as { code?: string }).code === "TIMEOUT") console.error("no reply within 60 s");
+  if (e instanceof errors.TimeoutError) console.error("no reply within 60 s");
   else throw e;
   process.exitCode = 1;
 } finally {

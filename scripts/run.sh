@@ -9,7 +9,6 @@ NATS_PORT=${NATS_PORT:-4222}
 DEV_OPENAI_PORT=${DEV_OPENAI_PORT:-8787}
 HTTP_PORT=${HTTP_PORT:-9464}
 export NATS_URL="nats://127.0.0.1:${NATS_PORT}"
-NATS_SERVER=$(command -v nats-server || echo /usr/sbin/nats-server)
 CLI="node dist/cli/main.js"
 DEMO=${1:-}
 mkdir -p .data
@@ -30,7 +29,9 @@ wait_for() { # wait_for <description> <command...>: poll a readiness check, boun
 if (exec 3<>/dev/tcp/127.0.0.1/"$NATS_PORT") 2>/dev/null; then
   echo "== using the nats-server already listening on port $NATS_PORT"
 else
-  echo "== starting nats-server (JetStream, store in .data/jetstream) on port $NATS_PORT"
+  # make exports NATS_SERVER_BIN (scripts/nats-server.sh: >= 2.10, else Debian's fetched into .tools/).
+  NATS_SERVER=${NATS_SERVER_BIN:-$(scripts/nats-server.sh)}
+  echo "== starting $("$NATS_SERVER" --version) (JetStream, store in .data/jetstream) on port $NATS_PORT"
   "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$PWD/.data/jetstream" >.data/nats-server.log 2>&1 &
   pids+=($!)
   wait_for "nats-server" bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT"

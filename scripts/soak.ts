@@ -5,8 +5,9 @@
  *   make soak                 # 3 minutes
  *   make soak ARGS="--minutes 1 --rate 40"
  */
+import { jetstreamManager } from "@nats-io/jetstream";
 import { parseArgs } from "node:util";
-import type { NatsConnection } from "nats";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { startNatsServer } from "../test/helpers/nats-server.js";
 import {
   applyStreams,
@@ -129,7 +130,7 @@ log(`load done: ${sent} sent; waiting for results`);
 
 async function settle(conn: NatsConnection): Promise<void> {
   const deadline = Date.now() + 120_000;
-  const jsm = await conn.jetstreamManager();
+  const jsm = await jetstreamManager(conn);
   while (Date.now() < deadline) {
     try {
       const q = await jsm.streams.info("OPENAI_REQUESTS");
@@ -156,7 +157,7 @@ for (const id of accepted) {
     if (expectOk.has(id)) unexpectedErrors++;
   }
 }
-const jsm = await nc.jetstreamManager();
+const jsm = await jetstreamManager(nc);
 const dlq = (await jsm.streams.info("OPENAI_DLQ")).state.messages;
 const stats = dev.stats();
 // Processed twice = the API answered the same request successfully more than once (a

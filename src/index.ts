@@ -2,7 +2,7 @@
  * The package's library entry: the typed client, the wire contract and the server
  * pieces for embedding.
  */
-import { connect, type ConnectionOptions } from "nats";
+import { connect, type ConnectionOptions } from "@nats-io/transport-node";
 import {
   createClient,
   DEFAULT_NAMES,

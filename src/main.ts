@@ -2,7 +2,8 @@
  * Composition root: builds the proxy from a configuration, starts it, stops it.
  * It wires modules together and does nothing else.
  */
-import type { NatsConnection } from "nats";
+import { jetstreamManager, jetstream } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { ConfigError } from "./config/load.js";
 import type { Config } from "./config/schema.js";
 import { startHttp, type HttpServer } from "./http/server.js";
@@ -11,7 +12,7 @@ import type { ChatClient } from "./llm/chat-client.js";
 import { createOpenAIClient } from "./llm/openai-client.js";
 import { createNodeFetch } from "./llm/node-fetch.js";
 import type { Logger } from "./log.js";
-import { connectNats } from "./nats/connect.js";
+import { checkServer, connectNats } from "./nats/connect.js";
 import { applyDefinitions, formatReport, loadDefinitions } from "./nats/streams.js";
 import { startShim } from "./shim/shim.js";
 import { natsOutputs, type Outputs } from "./worker/outputs.js";
@@ -49,8 +50,9 @@ export async function startProxy(
   }
   const nc = await connectNats(config.nats, log);
   try {
-    const jsm = await nc.jetstreamManager();
-    const js = nc.jetstream();
+    const server = checkServer(nc);
+    const jsm = await jetstreamManager(nc);
+    const js = jetstream(nc);
     const s = config.streams;
     if (existsSync(s.dir)) {
       // Create what is missing; never modify a live stream from here (that is `streams apply`).
@@ -175,6 +177,11 @@ export async function startProxy(
         model: o.engine,
         upstream: o.base_url || "https://api.openai.com/v1",
         http: http ? `http://${config.http.host}:${http.port}` : "off",
+        nats_server: server.version,
+        server_features: {
+          consumer_pause: server.consumerPause,
+          message_ttl: server.messageTtl,
+        },
       },
       "nats-openai-proxy serving",
     );

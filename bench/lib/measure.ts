@@ -6,12 +6,13 @@
  * Throughput and CPU come from the same window: from the `warm`-th completion to the
  * `warm + n`-th, so process start-up, JIT warm-up and the final drain are outside it.
  */
+import { jetstreamManager } from "@nats-io/jetstream";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Queue, QueueEvents } from "bullmq";
-import { connect, type NatsConnection } from "nats";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import OpenAI from "openai";
 import { createClient } from "../../src/client/client.js";
 import { applyDefinitions, loadDefinitions } from "../../src/nats/streams.js";
@@ -228,7 +229,7 @@ async function natsSetup(e: Env): Promise<NatsSetup> {
   const server = await startNatsServer();
   const nc = await connect({ servers: server.url, name: "bench-driver" });
   try {
-    const jsm = await nc.jetstreamManager();
+    const jsm = await jetstreamManager(nc);
     await applyDefinitions(jsm, loadDefinitions(e.streamsDir));
   } catch (err) {
     await nc.close();
@@ -550,7 +551,11 @@ export async function runRss(
   try {
     await preloadNats(s.nc, o.queued);
     let completed = 0;
-    const sub = s.nc.subscribe("openai.results.>", { callback: () => completed++ });
+    const sub = s.nc.subscribe("openai.results.>", {
+      callback: () => {
+        completed++;
+      },
+    });
     await s.nc.flush();
     worker = spawnWorker(system, e, {
       natsUrl: s.server.url,

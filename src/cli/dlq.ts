@@ -1,6 +1,7 @@
 /**
  * `dlq list | show <id> | replay <id>|--all | purge`.
  */
+import { jetstreamManager } from "@nats-io/jetstream";
 import { Command } from "commander";
 import { DeadLetters } from "../client/dlq.js";
 import { action, addCommonOptions, CliError, withClient, type CommonFlags } from "./common.js";
@@ -10,7 +11,7 @@ import type { Config } from "../config/schema.js";
 const dec = new TextDecoder();
 
 function deadLetters(client: ProxyClient, c: Config): Promise<DeadLetters> {
-  return client.nc.jetstreamManager().then(
+  return jetstreamManager(client.nc).then(
     (jsm) =>
       new DeadLetters(client.nc, jsm, {
         dlqStream: c.streams.dlq,

@@ -2,8 +2,9 @@
  * `streams apply | info | purge | delete`: operator management of the streams and
  * the durable consumer defined in streams/*.json.
  */
+import { jetstreamManager } from "@nats-io/jetstream";
 import { Command } from "commander";
-import type { JetStreamManager } from "nats";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import { connectNats } from "../nats/connect.js";
 import { applyDefinitions, formatReport, loadDefinitions } from "../nats/streams.js";
 import {
@@ -29,7 +30,7 @@ async function withJsm<T>(
   const log = loggerFor(config);
   const nc = await connectNats(config.nats, log, `${config.nats.name}-streams`);
   try {
-    const jsm = await nc.jetstreamManager();
+    const jsm = await jetstreamManager(nc);
     const r = f.replicas ?? process.env.STREAMS_REPLICAS;
     const replicas = r ? Number(r) : undefined;
     if (replicas !== undefined && (!Number.isInteger(replicas) || replicas < 1 || replicas > 5)) {

@@ -4,11 +4,11 @@
  * body}, error}` per request, in input order. Both stream: memory stays bounded
  * whatever the file size (a window of outstanding PubAcks or lookups).
  */
-import { isNotFound } from "../nats/not-found.js";
+import { jetstreamManager, jetstream } from "@nats-io/jetstream";
 import { createReadStream, createWriteStream } from "node:fs";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
-import { headers as natsHeaders } from "nats";
+import { headers as natsHeaders } from "@nats-io/transport-node";
 import { Code, RequestError } from "../protocol/codes.js";
 import { H, JSON_TYPE } from "../protocol/headers.js";
 import { validateParams } from "../protocol/request.js";
@@ -214,9 +214,9 @@ async function storeManifest(client: ProxyClient, m: BatchManifest): Promise<voi
   const h = natsHeaders();
   h.set(H.contentType, JSON_TYPE);
   const subject = subjectFor(client.names.batchesPrefix, m.batch_id);
-  await client.nc
-    .jetstream()
-    .publish(subject, new TextEncoder().encode(JSON.stringify(m)), { headers: h });
+  await jetstream(client.nc).publish(subject, new TextEncoder().encode(JSON.stringify(m)), {
+    headers: h,
+  });
 }
 
 /** The stored manifest of a batch, or null. */
@@ -224,16 +224,11 @@ export async function readManifest(
   client: ProxyClient,
   batchId: string,
 ): Promise<BatchManifest | null> {
-  const jsm = await client.nc.jetstreamManager();
-  try {
-    const sm = await jsm.streams.getMessage(client.names.batchesStream, {
-      last_by_subj: subjectFor(client.names.batchesPrefix, batchId),
-    });
-    return sm.json<BatchManifest>();
-  } catch (e) {
-    if (isNotFound(e)) return null;
-    throw e;
-  }
+  const jsm = await jetstreamManager(client.nc);
+  const sm = await jsm.streams.getMessage(client.names.batchesStream, {
+    last_by_subj: subjectFor(client.names.batchesPrefix, batchId),
+  });
+  return sm ? sm.json<BatchManifest>() : null;
 }
 
 export interface BatchOutputOptions {

@@ -3,15 +3,15 @@
  * stream (deltas then the final reply) and result (read or wait for a stored
  * result). The CLI is built on it; it speaks the protocol, never worker internals.
  */
-import { isNotFound } from "../nats/not-found.js";
+import { jetstreamManager, jetstream } from "@nats-io/jetstream";
+import { isConnectionTrouble, isNoResponders, isTimeout } from "../nats/errors.js";
 import {
   createInbox,
   headers as natsHeaders,
-  type JetStreamClient,
-  type JetStreamManager,
   type MsgHdrs,
   type NatsConnection,
-} from "nats";
+} from "@nats-io/transport-node";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { Config } from "../config/schema.js";
 import { publishFailure } from "../nats/publish-errors.js";
 import { Code } from "../protocol/codes.js";
@@ -128,7 +128,7 @@ export class ProxyClient {
     private readonly jsm: JetStreamManager,
     readonly names: ClientNames = DEFAULT_NAMES,
   ) {
-    this.js = nc.jetstream();
+    this.js = jetstream(nc);
   }
 
   /** Publishes a request into the work queue and resolves on its PubAck. */
@@ -162,11 +162,9 @@ export class ProxyClient {
         });
         return { id, duplicate: pa.duplicate, seq: pa.seq };
       } catch (e) {
-        const err = e as { code?: string; api_error?: unknown };
-        const retriable =
-          err.code === "TIMEOUT" ||
-          (err.code === "503" && !err.api_error) ||
-          err.code === "DISCONNECT";
+        // No PubAck (timeout, a stream leader being elected, reconnecting): the same
+        // Nats-Msg-Id makes the retry safe.
+        const retriable = isTimeout(e) || isNoResponders(e) || isConnectionTrouble(e);
         if (!retriable || Date.now() + wait > deadline) {
           const f = publishFailure(e, this.names.requestsStream, subject);
           throw new ClientError(f.code, f.message, id);
@@ -278,16 +276,8 @@ export class ProxyClient {
   }
 
   private async lookup(subject: string) {
-    try {
-      // Direct get: any replica answers (allow_direct is set on the results stream).
-      const direct = (
-        this.jsm as unknown as { direct: Pick<JetStreamManager["streams"], "getMessage"> }
-      ).direct;
-      return await direct.getMessage(this.names.resultsStream, { last_by_subj: subject });
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
-    }
+    // Direct get: any replica answers (allow_direct is set on the results stream).
+    return this.jsm.direct.getMessage(this.names.resultsStream, { last_by_subj: subject });
   }
 
   /** Closes the connection if the client opened it. */
@@ -301,5 +291,5 @@ export async function createClient(
   nc: NatsConnection,
   names: ClientNames = DEFAULT_NAMES,
 ): Promise<ProxyClient> {
-  return new ProxyClient(nc, await nc.jetstreamManager(), names);
+  return new ProxyClient(nc, await jetstreamManager(nc), names);
 }

@@ -2,8 +2,10 @@
  * Dead-letter operations: list, show, replay (back into the work queue, removing
  * each dead letter only after the requeued copy's PubAck) and purge.
  */
-import { isNotFound } from "../nats/not-found.js";
-import { type JetStreamManager, type MsgHdrs, type NatsConnection, type StoredMsg } from "nats";
+import { jetstream } from "@nats-io/jetstream";
+import { isAlreadyGone } from "../nats/errors.js";
+import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
+import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import { H } from "../protocol/headers.js";
 import { idFromSubject, subjectFor } from "../protocol/subjects.js";
 import { copyHeaders } from "../worker/outputs.js";
@@ -52,7 +54,7 @@ export class DeadLetters {
     const last = info.state.last_seq;
     const out: DeadLetter[] = [];
     if (info.state.messages === 0) return out;
-    const c = await this.nc.jetstream().consumers.get(this.n.dlqStream);
+    const c = await jetstream(this.nc).consumers.get(this.n.dlqStream);
     while (out.length < info.state.messages) {
       const m = await c.next({ expires: 2000 });
       if (!m) break;
@@ -74,16 +76,10 @@ export class DeadLetters {
 
   /** The dead letter of `id`, or null. */
   async show(id: string): Promise<DeadLetter | null> {
-    try {
-      return toDeadLetter(
-        await this.jsm.streams.getMessage(this.n.dlqStream, {
-          last_by_subj: subjectFor(this.n.dlqPrefix, id),
-        }),
-      );
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
-    }
+    const sm = await this.jsm.streams.getMessage(this.n.dlqStream, {
+      last_by_subj: subjectFor(this.n.dlqPrefix, id),
+    });
+    return sm ? toDeadLetter(sm) : null;
   }
 
   /**
@@ -96,13 +92,14 @@ export class DeadLetters {
     const key = `${d.id}.replay.${d.seq}`;
     h.set(H.msgId, key);
     h.set(H.replayOf, String(d.seq));
-    await this.nc
-      .jetstream()
-      .publish(subjectFor(this.n.requestsPrefix, d.id), d.data, { headers: h, msgID: key });
+    await jetstream(this.nc).publish(subjectFor(this.n.requestsPrefix, d.id), d.data, {
+      headers: h,
+      msgID: key,
+    });
     await this.jsm.streams.deleteMessage(this.n.dlqStream, d.seq, false).catch((e: unknown) => {
       // Already gone: the replayed request failed again at once and its new dead letter
       // replaced this one (one dead letter per id).
-      if (!/not found/i.test((e as Error).message)) throw e;
+      if (!isAlreadyGone(e)) throw e;
     });
   }
 

@@ -10,7 +10,7 @@ import {
   nkeyAuthenticator,
   type ConnectionOptions,
   type NatsConnection,
-} from "nats";
+} from "@nats-io/transport-node";
 import type { Config } from "../config/schema.js";
 import type { Logger } from "../log.js";
 
@@ -110,44 +110,94 @@ export async function connectNats(
 
 async function watchStatus(nc: NatsConnection, log: Logger): Promise<void> {
   for await (const s of nc.status()) {
-    const type = String(s.type);
-    const data =
-      typeof s.data === "string" || typeof s.data === "number"
-        ? String(s.data)
-        : JSON.stringify(s.data);
-    switch (type) {
-      case "pingTimer":
+    switch (s.type) {
+      case "ping":
       case "update":
       case "ldm":
-        log.debug({ nats: type, data }, "nats status");
+        log.debug({ nats: s.type, ...("server" in s ? { server: s.server } : {}) }, "nats status");
         break;
       case "reconnecting":
-        log.debug({ nats: type }, "nats reconnecting");
+        log.debug({ nats: s.type }, "nats reconnecting");
         break;
       case "disconnect":
-        log.warn({ nats: type, server: data }, "disconnected from NATS; reconnecting");
+        log.warn({ nats: s.type, server: s.server }, "disconnected from NATS; reconnecting");
         break;
       case "reconnect":
-        log.info({ nats: type, server: data }, "reconnected to NATS");
+        log.info({ nats: s.type, server: s.server }, "reconnected to NATS");
+        break;
+      case "error":
+        log.warn({ nats: s.type, err: s.error }, "nats error");
+        break;
+      case "slowConsumer":
+        log.warn(
+          { nats: s.type, subject: s.sub.getSubject(), pending: s.pending },
+          "nats slow consumer",
+        );
         break;
       default:
-        log.warn({ nats: type, data }, "nats status change");
+        log.warn({ nats: s.type }, "nats status change");
     }
   }
 }
 
+/** The oldest nats-server this project supports (2.9 is end of life, with work-queue bugs). */
+export const MIN_SERVER = "2.10.0";
+
+/** Compares dotted versions ("2.10.27" vs "2.11.0"); a pre-release suffix is ignored. */
+export function versionAtLeast(have: string, want: string): boolean {
+  const p = (v: string) => v.replace(/^v/, "").split(/[-+]/)[0]!.split(".").map(Number);
+  const a = p(have);
+  const b = p(want);
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const x = a[i] ?? 0;
+    const y = b[i] ?? 0;
+    if (x !== y) return x > y;
+  }
+  return true;
+}
+
+/** What the connected server offers that the proxy uses when present. */
+export interface ServerFeatures {
+  version: string;
+  /** consumer pause / resume (2.11) */
+  consumerPause: boolean;
+  /** per-message TTL and KV per-key TTL (2.11) */
+  messageTtl: boolean;
+}
+
+/**
+ * The connected server's version and features.
+ * @throws NatsConnectError when the server is older than {@link MIN_SERVER}
+ */
+export function checkServer(nc: NatsConnection): ServerFeatures {
+  const version = nc.info?.version ?? "0.0.0";
+  if (!versionAtLeast(version, MIN_SERVER)) {
+    throw new NatsConnectError(
+      `nats-server ${version} at ${nc.getServer()} is too old: nats-openai-proxy needs nats-server ${MIN_SERVER} or newer (2.9 is end of life and has work-queue bugs); upgrade the server`,
+    );
+  }
+  return {
+    version,
+    consumerPause: versionAtLeast(version, "2.11.0"),
+    messageTtl: versionAtLeast(version, "2.11.0"),
+  };
+}
+
 /** One line naming what went wrong on the first connect. */
 export function describeConnectError(e: unknown, c: Config["nats"]): string {
-  const err = e as { code?: string; message?: string };
-  const code = err.code ?? "";
-  const msg = err.message ?? String(e);
+  // nats.js v3 reports by class (AuthorizationError, TimeoutError, ConnectionError…);
+  // TLS failures surface as Node's errors with a code.
+  const err = e as { name?: string; code?: string; message?: string; cause?: unknown };
+  const cause = err.cause as { code?: string; message?: string } | undefined;
+  const code = err.code ?? cause?.code ?? (err.name === "TimeoutError" ? "TIMEOUT" : "");
+  const msg = [err.message ?? String(e), cause?.message].filter(Boolean).join(": ");
   const servers = c.server.join(",");
   const auth = c.nkey_seed_file
     ? `the nkey seed in nats.nkey_seed_file (${c.nkey_seed_file})`
     : c.creds_file
       ? `the creds file nats.creds_file (${c.creds_file})`
       : "no credentials (set nats.nkey_seed_file or nats.creds_file)";
-  if (code === "AUTHORIZATION_VIOLATION" || /authorization/i.test(msg)) {
+  if (err.name === "AuthorizationError" || /authorization/i.test(msg)) {
     return `NATS at ${servers} refused authentication with ${auth}`;
   }
   if (code === "UNABLE_TO_VERIFY_LEAF_SIGNATURE" || /verify|self.signed|certificate/i.test(msg)) {

@@ -1,8 +1,10 @@
 /**
- * What a refused JetStream publish means for the submitter. The reason of a full
- * stream hides in `api_error` (err.message is just "503").
+ * What a refused JetStream publish means for the submitter, read from nats.js v3's
+ * error classes (a full stream is a JetStreamApiError with err_code 10077; no stream
+ * on the subject is "no responders").
  */
 import { Code } from "../protocol/codes.js";
+import { apiDescription, apiErrCode, isMaxPayload, isNoResponders, isTimeout } from "./errors.js";
 
 export interface PublishFailure {
   code: number;
@@ -11,43 +13,33 @@ export interface PublishFailure {
 
 /** Classifies an error thrown by `js.publish` into a wire error with a helpful message. */
 export function publishFailure(e: unknown, stream: string, subject: string): PublishFailure {
-  const err = e as {
-    code?: string;
-    message?: string;
-    api_error?: { err_code?: number; description?: string };
-  };
-  const api = err.api_error;
-  if (
-    api?.err_code === 10077 ||
-    /maximum (messages|bytes) exceeded/i.test(api?.description ?? "")
-  ) {
+  const code = apiErrCode(e);
+  const description = apiDescription(e);
+  if (code === 10077 || /maximum (messages|bytes) exceeded/i.test(description ?? "")) {
     return {
       code: Code.unavailable,
-      message: `queue full: ${stream} refused the request (${api?.description ?? "limit reached"}); retry later`,
+      message: `queue full: ${stream} refused the request (${description ?? "limit reached"}); retry later`,
     };
   }
-  if (
-    api?.err_code === 10054 ||
-    /message size exceeds/i.test(api?.description ?? err.message ?? "")
-  ) {
+  if (code === 10054 || /message size exceeds/i.test(description ?? "")) {
     return {
       code: Code.tooLarge,
       message: `request too large: it exceeds ${stream}'s max_msg_size; send a smaller body`,
     };
   }
-  if (err.code === "MAX_PAYLOAD_EXCEEDED") {
+  if (isMaxPayload(e)) {
     return {
       code: Code.tooLarge,
       message: `request too large: it exceeds the NATS server's max_payload; send a smaller body`,
     };
   }
-  if (err.code === "503" && !api) {
+  if (isNoResponders(e)) {
     return {
       code: Code.unavailable,
       message: `no JetStream stream captures ${subject}: run "nats-openai-proxy streams apply" (or JetStream is unavailable)`,
     };
   }
-  if (err.code === "TIMEOUT") {
+  if (isTimeout(e)) {
     return {
       code: Code.unavailable,
       message: `JetStream did not acknowledge the request in time (${stream} unavailable); retry with the same id`,
@@ -55,6 +47,6 @@ export function publishFailure(e: unknown, stream: string, subject: string): Pub
   }
   return {
     code: Code.unavailable,
-    message: `${stream} refused the request: ${api?.description ?? err.message ?? String(e)}`,
+    message: `${stream} refused the request: ${description ?? (e instanceof Error ? e.message : String(e))}`,
   };
 }

@@ -3,10 +3,10 @@
  * their idempotent application: create what is missing, update what drifted, and
  * refuse destructive changes (retention, storage, ack policy) without `force`.
  */
-import { isNotFound } from "./not-found.js";
+import { isMissing } from "./errors.js";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { ConsumerConfig, JetStreamManager, StreamConfig } from "nats";
+import type { ConsumerConfig, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
 
 export interface ConsumerDef {
   stream_name: string;
@@ -75,12 +75,6 @@ export interface ApplyReport {
 
 const DESTRUCTIVE_STREAM = ["retention", "storage"];
 const DESTRUCTIVE_CONSUMER = ["ack_policy", "deliver_policy", "durable_name"];
-
-/** Stream or consumer not found (info says so by api err_code as well as by 404). */
-function isMissing(e: unknown): boolean {
-  const err = e as { code?: string; api_error?: { err_code?: number } };
-  return isNotFound(e) || err.api_error?.err_code === 10059 || err.api_error?.err_code === 10014;
-}
 
 /** Keys of `want` whose value differs from `have` (fields the file does not set are ignored). */
 export function diff(want: object, have: object): string[] {
@@ -204,7 +198,10 @@ export async function applyDefinitions(
 }
 
 // Right after a cluster starts, placement fails for a second or so ("no suitable peers").
-async function addStreamWithRetry(jsm: JetStreamManager, s: Partial<StreamConfig>) {
+async function addStreamWithRetry(
+  jsm: JetStreamManager,
+  s: Partial<StreamConfig> & { name: string },
+) {
   const deadline = Date.now() + 15_000;
   for (let wait = 200; ; wait = Math.min(wait * 2, 2000)) {
     try {

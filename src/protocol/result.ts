@@ -2,7 +2,7 @@
  * Encoding of replies, results and error answers (docs/protocol.md), and reading
  * them back on the client side. Pure: no connections.
  */
-import { headers as natsHeaders, type MsgHdrs } from "nats";
+import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import { H, isJsonType, JSON_TYPE, TEXT_TYPE } from "./headers.js";
 
 /** The parts of a ChatCompletion the proxy reads; the rest is carried as is. */

@@ -2,7 +2,7 @@
  * Subject naming of the wire contract. A request id is always the last token of
  * `openai.requests.<id>`, `openai.results.<id>` and `openai.dlq.<id>`.
  */
-import { nuid } from "nats";
+import { nuid } from "@nats-io/transport-node";
 
 /** Subject prefixes and the compat shim's core subject. */
 export interface SubjectNames {

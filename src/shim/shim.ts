@@ -4,7 +4,9 @@
  * written into the work-queue stream with Reply-To = the caller's inbox, so a worker
  * crash means a late answer, not a lost one.
  */
-import type { JetStreamClient, NatsConnection, ServiceMsg } from "nats";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import { Svcm, type ServiceMsg } from "@nats-io/services";
 import { publishFailure } from "../nats/publish-errors.js";
 import { Code } from "../protocol/codes.js";
 import { H, isJsonType } from "../protocol/headers.js";
@@ -38,7 +40,7 @@ export async function startShim(
   o: ShimOptions,
   log: Logger,
 ): Promise<Shim> {
-  const srv = await nc.services.add({
+  const srv = await new Svcm(nc).add({
     name: "openai-proxy",
     version: VERSION,
     description: "nats-openai-proxy: durable OpenAI-compatible chat completions on JetStream",
@@ -52,7 +54,7 @@ export async function startShim(
     metadata: {
       format: "text prompt or Chat Completions JSON; reply: assistant text or ChatCompletion JSON",
     },
-    handler: (err, m) => {
+    handler: (err: Error | null, m: ServiceMsg) => {
       if (err) {
         log.warn({ err }, "shim endpoint error");
         return;

@@ -5,7 +5,8 @@
  * exactly one of: nak with a delay, dead letter + error reply + ack, or a requeue.
  */
 import pRetry, { AbortError } from "p-retry";
-import { headers as natsHeaders, type JsMsg } from "nats";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import type { JsMsg } from "@nats-io/jetstream";
 import { UpstreamError, type ChatClient, type ChatResult } from "../llm/chat-client.js";
 import { Code, RequestError } from "../protocol/codes.js";
 import { H, isJsonType, JSON_TYPE, STREAM_DELTA, STREAM_DONE } from "../protocol/headers.js";

@@ -3,15 +3,13 @@
  * PubAck), the caller's Reply-To, and the dead-letter stream. An interface, so the
  * lifecycle in handle.ts can be tested with fakes.
  */
-import { isNotFound } from "../nats/not-found.js";
 import {
   headers as natsHeaders,
   nuid,
-  type JetStreamClient,
-  type JetStreamManager,
   type MsgHdrs,
   type NatsConnection,
-} from "nats";
+} from "@nats-io/transport-node";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { H } from "../protocol/headers.js";
 import { subjectFor } from "../protocol/subjects.js";
 import type { Encoded } from "../protocol/result.js";
@@ -82,15 +80,10 @@ export function natsOutputs(
       return nc.flush();
     },
     async lookupResult(id) {
-      try {
-        const sm = await jsm.streams.getMessage(n.results, {
-          last_by_subj: subjectFor(n.resultsPrefix, id),
-        });
-        return { headers: sm.header, data: sm.data };
-      } catch (e) {
-        if (isNotFound(e)) return null;
-        throw e;
-      }
+      const sm = await jsm.streams.getMessage(n.results, {
+        last_by_subj: subjectFor(n.resultsPrefix, id),
+      });
+      return sm ? { headers: sm.header, data: sm.data } : null;
     },
     async deadLetter(id, key, original, failure) {
       const h = copyHeaders(original.headers);

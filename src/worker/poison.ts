@@ -4,15 +4,15 @@
  * one instance (queue group) copies it to the DLQ, answers the caller with an error
  * and removes it from the work queue.
  */
-import { isNotFound } from "../nats/not-found.js";
+import { isAlreadyGone } from "../nats/errors.js";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type {
   Consumer,
   JetStreamClient,
   JetStreamManager,
   JsMsg,
-  NatsConnection,
   StoredMsg,
-} from "nats";
+} from "@nats-io/jetstream";
 import { sleep } from "./sleep.js";
 import { Code } from "../protocol/codes.js";
 import { H, isJsonType } from "../protocol/headers.js";
@@ -133,13 +133,8 @@ async function deadLetterPoison(
   deliveries: number,
   log: Logger,
 ): Promise<void> {
-  let sm: StoredMsg;
-  try {
-    sm = await jsm.streams.getMessage(o.stream, { seq });
-  } catch (e) {
-    if (isNotFound(e)) return; // already settled (a late ack)
-    throw e;
-  }
+  const sm = await jsm.streams.getMessage(o.stream, { seq });
+  if (!sm) return; // already settled (a late ack)
   await deadLetterStored(jsm, out, o, sm, deliveries, log);
 }
 
@@ -173,7 +168,7 @@ async function deadLetterStored(
 
 async function deleteQuietly(jsm: JetStreamManager, stream: string, seq: number): Promise<void> {
   await jsm.streams.deleteMessage(stream, seq, false).catch((e: unknown) => {
-    if ((e as { code?: string }).code !== "500") throw e; // already gone
+    if (!isAlreadyGone(e)) throw e;
   });
 }
 
@@ -207,23 +202,20 @@ export async function sweepStranded(
   const maxDeliver = ci.config.max_deliver ?? -1;
   let seq = si.state.first_seq;
   while (seq <= floor) {
-    let sm: StoredMsg;
-    try {
-      // next_by_subj skips deleted sequences (works on 2.9 though nats.js does not type it).
-      sm = await jsm.streams.getMessage(o.stream, { seq, next_by_subj: o.filter } as unknown as {
-        seq: number;
-      });
-    } catch (e) {
-      if (isNotFound(e)) break;
-      throw e;
-    }
-    if (sm.seq > floor) break;
+    // next_by_subj skips deleted sequences (nats.js does not type it).
+    const sm = await jsm.streams.getMessage(o.stream, {
+      seq,
+      next_by_subj: o.filter,
+    } as unknown as {
+      seq: number;
+    });
+    if (!sm || sm.seq > floor) break;
     const id = idFromSubject(sm.subject);
     if ((await out.lookupResult(id)) !== null) {
       await deleteQuietly(jsm, o.stream, sm.seq);
       report.ghosts++;
     } else if (
-      (await jsm.streams.getMessage(o.stream, { last_by_subj: sm.subject })).seq > sm.seq
+      ((await jsm.streams.getMessage(o.stream, { last_by_subj: sm.subject }))?.seq ?? 0) > sm.seq
     ) {
       await deleteQuietly(jsm, o.stream, sm.seq);
       report.superseded++;

@@ -9,7 +9,7 @@
  * only stops issuing new pulls; outstanding ones run to their expiry, and naks sent
  * meanwhile carry a delay past that expiry (`quietDelay()`).
  */
-import type { Consumer, JsMsg } from "nats";
+import type { Consumer, JsMsg } from "@nats-io/jetstream";
 import type { Logger } from "../log.js";
 import { sleep } from "./sleep.js";
 

@@ -16,16 +16,15 @@
  * Both adapt to the API's headers: when `x-ratelimit-remaining-*` reaches 0, calls to
  * that model wait until `x-ratelimit-reset-*`.
  */
+import { nanos, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import {
   DiscardPolicy,
   RetentionPolicy,
   StorageType,
-  nanos,
   type JetStreamClient,
   type JetStreamManager,
-  type NatsConnection,
-  type Subscription,
-} from "nats";
+} from "@nats-io/jetstream";
+import { apiErrCode } from "../nats/errors.js";
 import type { Logger } from "../log.js";
 import { parseDuration } from "./backoff.js";
 import { sleep } from "./sleep.js";
@@ -133,7 +132,7 @@ export function createRateLimiter(
         .then(() => undefined)
         .catch(async (e: unknown) => {
           // Another instance created it first with the same settings, or the limit changed.
-          if ((e as { api_error?: { err_code?: number } }).api_error?.err_code === 10058) {
+          if (apiErrCode(e) === 10058) {
             await jsm.streams.update(name, cfg);
             return;
           }
@@ -164,7 +163,7 @@ export function createRateLimiter(
           await js.publish(subject, enc.encode(""));
           return;
         } catch (e) {
-          if ((e as { api_error?: { err_code?: number } }).api_error?.err_code !== 10077) throw e;
+          if (apiErrCode(e) !== 10077) throw e;
           // Window full: try again about when the next permit frees, spread with jitter.
           await sleep(Math.round((windowMs / permits) * (0.5 + Math.random())), signal);
           if (attempt === 200) log.debug({ model }, "still waiting for a rate-limit permit");

@@ -3,7 +3,8 @@
  * with a probe, poison-message handling, and an explicit, idempotent lifecycle.
  */
 import { setMaxListeners } from "node:events";
-import type { JetStreamClient, JetStreamManager, JsMsg, NatsConnection } from "nats";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { ChatClient } from "../llm/chat-client.js";
 import type { Logger } from "../log.js";
 import { CircuitBreaker, type BreakerState } from "./breaker.js";

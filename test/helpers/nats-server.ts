@@ -18,8 +18,9 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { connect, StorageType, type NatsConnection } from "nats";
-import { createAccount, createOperator, createUser, type KeyPair } from "nkeys.js";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { StorageType, jetstreamManager } from "@nats-io/jetstream";
+import { createAccount, createOperator, createUser, type KeyPair } from "@nats-io/nkeys";
 
 const execFileAsync = promisify(execFile);
 
@@ -477,7 +478,7 @@ async function waitForJetStreamCluster(urls: string[], replicas: number): Promis
     while (Date.now() < deadline) {
       try {
         // checkAPI: false because the account-info probe itself fails until the meta leader exists.
-        const jsm = await nc.jetstreamManager({ checkAPI: false, timeout: 2000 });
+        const jsm = await jetstreamManager(nc, { checkAPI: false, timeout: 2000 });
         await jsm.streams.add({
           name: streamName,
           subjects: [`_harness.probe.${id}`],

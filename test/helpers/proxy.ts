@@ -3,6 +3,7 @@
  * environment), streams definitions with test-sized timings, an in-process proxy,
  * and a `serve` subprocess that can be killed with SIGKILL.
  */
+import { jetstreamManager } from "@nats-io/jetstream";
 import { spawn, type ChildProcess } from "node:child_process";
 import {
   appendFileSync,
@@ -15,7 +16,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { connect, type NatsConnection } from "nats";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { loadConfig } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
 import { createLogger, type Logger } from "../../src/log.js";
@@ -249,5 +250,5 @@ export async function eventually(
 
 /** Creates the streams and the consumer from a definitions directory. */
 export async function applyStreams(nc: NatsConnection, dir: string): Promise<void> {
-  await applyDefinitions(await nc.jetstreamManager(), loadDefinitions(dir));
+  await applyDefinitions(await jetstreamManager(nc), loadDefinitions(dir));
 }

@@ -3,18 +3,22 @@
  * the OpenAI Batch API formats, streaming replies, and a request that outlives its
  * timeout because it is durable.
  */
+import { jetstreamManager, jetstream } from "@nats-io/jetstream";
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, headers, StringCodec, type Msg, type NatsConnection } from "nats";
+import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
 import { makeStreamsDir, spawnCli, startTestProxy, testClient } from "../helpers/proxy.js";
 import type { Proxy } from "../../src/main.js";
 import { RequestTimeoutError, type ProxyClient } from "../../src/client/client.js";
 
-const sc = StringCodec();
+const sc = {
+  encode: (s: string) => new TextEncoder().encode(s),
+  decode: (d: Uint8Array) => new TextDecoder().decode(d),
+};
 let server: NatsServerHandle;
 let dev: DevOpenAI;
 let nc: NatsConnection;
@@ -195,7 +199,7 @@ describe("batch files", () => {
         '{"custom_id":"b","url":"/v1/embeddings","body":{}}',
       ].join("\n"),
     );
-    const jsm = await nc.jetstreamManager();
+    const jsm = await jetstreamManager(nc);
     await jsm.streams.purge("OPENAI_REQUESTS");
     const run = spawnCli(["submit", "--file", input, "--strict"], cliEnv());
     expect(await run.exited).toBe(1);
@@ -222,7 +226,7 @@ describe("streaming", () => {
     h.set("Content-Type", "application/json");
     h.set("Reply-To", inbox);
     const body = { stream: true, messages: [{ role: "user", content: "one two three four five" }] };
-    await nc.jetstream().publish("openai.requests.stream-1", sc.encode(JSON.stringify(body)), {
+    await jetstream(nc).publish("openai.requests.stream-1", sc.encode(JSON.stringify(body)), {
       msgID: "stream-1",
       headers: h,
     });
@@ -248,7 +252,7 @@ describe("streaming", () => {
     expect(completion.usage).not.toBeNull();
     const stored = await client.result("stream-1");
     expect(stored?.completion?.choices?.[0]?.message?.content).toBe(text);
-    const jsm = await nc.jetstreamManager();
+    const jsm = await jetstreamManager(nc);
     const info = await jsm.streams.info("OPENAI_RESULTS", {
       subjects_filter: "openai.results.stream-1",
     });

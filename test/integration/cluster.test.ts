@@ -3,8 +3,9 @@
  * two proxy instances sharing the durable consumer. Under load one server is stopped
  * and later brought back: every request completes, none is lost or processed twice.
  */
+import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, createInbox, type NatsConnection } from "nats";
+import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { startCluster, type ClusterHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
 import { applyStreams, eventually, makeStreamsDir, startTestProxy } from "../helpers/proxy.js";
@@ -44,7 +45,7 @@ afterAll(async () => {
 
 describe("cluster", () => {
   it("streams are replicated three times", async () => {
-    const jsm = await nc.jetstreamManager();
+    const jsm = await jetstreamManager(nc);
     for (const s of ["OPENAI_REQUESTS", "OPENAI_RESULTS", "OPENAI_DLQ"]) {
       const info = await jsm.streams.info(s);
       expect(info.config.num_replicas).toBe(3);
@@ -57,7 +58,7 @@ describe("cluster", () => {
     const replies = new Map<string, number>();
     const answers = new Map<string, Set<string>>();
     const inbox = createInbox();
-    const jsm = await nc.jetstreamManager();
+    const jsm = await jetstreamManager(nc);
     const leader = (await jsm.streams.info("OPENAI_REQUESTS")).cluster?.leader;
     // Nodes are named n1..n3 by the harness: take down the request stream's leader.
     const victim = cluster.nodes[Number(leader?.slice(1) ?? "1") - 1] ?? cluster.nodes[0]!;

@@ -8,10 +8,12 @@
  * Each test starts its own nats-server and test double, and every serve subprocess it starts is
  * SIGKILLed in afterEach.
  */
+import { jetstreamManager } from "@nats-io/jetstream";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { JetStreamManager, NatsConnection } from "nats";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import { afterEach, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import {
@@ -59,7 +61,7 @@ async function rig(tweaks: StreamsTweaks): Promise<Rig> {
   cleanups.push(() => dev.close());
   const { client, nc } = await testClient(nats.url);
   cleanups.push(() => nc.close());
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetstreamManager(nc);
   const dlq = new DeadLetters(nc, jsm, {
     dlqStream: "OPENAI_DLQ",
     dlqPrefix: "openai.dlq",

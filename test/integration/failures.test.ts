@@ -3,15 +3,15 @@
  * with injected faults: retries honouring Retry-After, dead letters exactly once,
  * permanent errors without retries, expiry, auth pauses, DLQ replay, NATS restarts.
  */
+import { jetstreamManager, jetstream } from "@nats-io/jetstream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   createInbox,
   headers,
-  StringCodec,
   type Msg,
   type NatsConnection,
   type Subscription,
-} from "nats";
+} from "@nats-io/transport-node";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
 import { eventually, makeStreamsDir, startTestProxy, testClient } from "../helpers/proxy.js";
@@ -19,7 +19,10 @@ import type { Proxy } from "../../src/main.js";
 import type { ProxyClient } from "../../src/client/client.js";
 import { DeadLetters } from "../../src/client/dlq.js";
 
-const sc = StringCodec();
+const sc = {
+  encode: (s: string) => new TextEncoder().encode(s),
+  decode: (d: Uint8Array) => new TextDecoder().decode(d),
+};
 let server: NatsServerHandle;
 let dev: DevOpenAI;
 let nc: NatsConnection;
@@ -38,7 +41,7 @@ afterEach(async () => {
   dev.reset();
   dev.setLatency(0);
   dev.setApiKey(undefined);
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetstreamManager(nc);
   for (const s of ["OPENAI_RESULTS", "OPENAI_DLQ", "OPENAI_REQUESTS"])
     await jsm.streams.purge(s).catch(() => undefined);
 });
@@ -58,7 +61,7 @@ async function proxy(flags: Record<string, unknown> = {}) {
   });
   proxies.push(p);
   if (!dlq)
-    dlq = new DeadLetters(nc, await nc.jetstreamManager(), {
+    dlq = new DeadLetters(nc, await jetstreamManager(nc), {
       dlqStream: "OPENAI_DLQ",
       dlqPrefix: "openai.dlq",
       requestsPrefix: "openai.requests",
@@ -90,7 +93,7 @@ function collector(): { inbox: string; got: Msg[]; sub: Subscription; next: () =
 }
 
 async function settled(): Promise<void> {
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetstreamManager(nc);
   let state = "";
   await eventually(
     async () => {
@@ -115,7 +118,7 @@ async function settled(): Promise<void> {
 }
 
 async function dlqCount(): Promise<number> {
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetstreamManager(nc);
   return (await jsm.streams.info("OPENAI_DLQ")).state.messages;
 }
 
@@ -198,7 +201,7 @@ describe("permanent failures", () => {
     const h = headers();
     h.set("Content-Type", "application/json");
     h.set("Reply-To", c.inbox);
-    await nc.jetstream().publish("openai.requests.badjson", sc.encode('{"messages": [ oops'), {
+    await jetstream(nc).publish("openai.requests.badjson", sc.encode('{"messages": [ oops'), {
       msgID: "badjson",
       headers: h,
     });
@@ -280,7 +283,7 @@ describe("outages", () => {
     await eventually(
       async () => {
         try {
-          const jsm = await nc.jetstreamManager();
+          const jsm = await jetstreamManager(nc);
           return (await jsm.streams.info("OPENAI_RESULTS")).state.messages === N;
         } catch {
           return false;

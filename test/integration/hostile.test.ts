@@ -3,8 +3,9 @@
  * keeps serving, the metrics count it, and nothing accepted is lost. Backpressure: a
  * full queue refuses with 503 and every accepted request still completes.
  */
+import { jetstreamManager, jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, headers, StringCodec, type Msg, type NatsConnection } from "nats";
+import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
 import {
@@ -17,7 +18,10 @@ import {
 import type { Proxy } from "../../src/main.js";
 import { ClientError, type ProxyClient } from "../../src/client/client.js";
 
-const sc = StringCodec();
+const sc = {
+  encode: (s: string) => new TextEncoder().encode(s),
+  decode: (d: Uint8Array) => new TextDecoder().decode(d),
+};
 let server: NatsServerHandle;
 let dev: DevOpenAI;
 let nc: NatsConnection;
@@ -153,7 +157,7 @@ describe("hostile input", () => {
     const sub = nc.subscribe(inbox, { max: 1 });
     const h = headers();
     h.set("Reply-To", inbox);
-    await nc.jetstream().publish("openai.requests.caf\u00e9", sc.encode("x"), { headers: h });
+    await jetstream(nc).publish("openai.requests.caf\u00e9", sc.encode("x"), { headers: h });
     for await (const m of sub) {
       expect(code(m)).toBe("400");
       expect(error(m)).toMatch(/request id "caf.?" may only contain/);
@@ -174,9 +178,10 @@ describe("hostile input", () => {
     h.set("Reply-To", replyTo);
     h.set("Content-Type", "application/json");
     const body = { stream: true, messages: [{ role: "user", content: "reply elsewhere" }] };
-    await nc
-      .jetstream()
-      .publish(`openai.requests.${id}`, sc.encode(JSON.stringify(body)), { msgID: id, headers: h });
+    await jetstream(nc).publish(`openai.requests.${id}`, sc.encode(JSON.stringify(body)), {
+      msgID: id,
+      headers: h,
+    });
     const r = await client.result(id, { wait: true, timeoutMs: 10_000 });
     expect(r).toMatchObject({ ok: false, code: 400 });
     expect(r?.error).toMatch(/Reply-To/);
@@ -189,13 +194,13 @@ describe("hostile input", () => {
   it("does not answer a refused subject's error into a refused Reply-To", async () => {
     await client.submit("keep me", { id: "keep-me" });
     await client.result("keep-me", { wait: true, timeoutMs: 10_000 });
-    const jsm = await nc.jetstreamManager();
+    const jsm = await jetstreamManager(nc);
     const before = (await jsm.streams.info("OPENAI_RESULTS")).state.messages;
     const h = headers();
     h.set("Content-Type", "application/json");
     // The error body of a refused request would be a valid purge request.
     h.set("Reply-To", "$JS.API.STREAM.PURGE.OPENAI_RESULTS");
-    await nc.jetstream().publish("openai.requests.two.tokens", sc.encode("{}"), { headers: h });
+    await jetstream(nc).publish("openai.requests.two.tokens", sc.encode("{}"), { headers: h });
     const r = await client.result("tokens", { wait: true, timeoutMs: 10_000 });
     expect(r).toMatchObject({ ok: false, code: 400 });
     expect((await jsm.streams.info("OPENAI_RESULTS")).state.messages).toBe(before + 1);
@@ -227,12 +232,14 @@ describe("hostile input", () => {
     const sub = nc.subscribe(inbox, { max: 1 });
     const h = headers();
     h.set("Reply-To", inbox);
-    await nc
-      .jetstream()
-      .publish("openai.requests.shared-id", sc.encode("alice asks [[status:500x4]]"), {
+    await jetstream(nc).publish(
+      "openai.requests.shared-id",
+      sc.encode("alice asks [[status:500x4]]"),
+      {
         msgID: "alice-1",
         headers: h,
-      });
+      },
+    );
     for await (const m of sub) {
       expect(sc.decode(m.data)).not.toContain("bob's secret question");
       expect(sc.decode(m.data)).toBe(

@@ -2,7 +2,7 @@
  * Metrics, health, readiness and micro-service discovery against real servers.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { StringCodec, type NatsConnection } from "nats";
+import { type NatsConnection } from "@nats-io/transport-node";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
 import {
@@ -15,7 +15,10 @@ import {
 import type { Proxy } from "../../src/main.js";
 import type { ProxyClient } from "../../src/client/client.js";
 
-const sc = StringCodec();
+const sc = {
+  encode: (s: string) => new TextEncoder().encode(s),
+  decode: (d: Uint8Array) => new TextDecoder().decode(d),
+};
 let server: NatsServerHandle;
 let dev: DevOpenAI;
 let nc: NatsConnection;

@@ -4,6 +4,7 @@
  * read from the document and handed verbatim to a nats-server that enforces it. Everything each
  * role is meant to do works without a single permission violation; what it must not do fails.
  */
+import { jetstreamManager, jetstream } from "@nats-io/jetstream";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,13 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   connect,
   createInbox,
-  Events,
   nkeyAuthenticator,
-  StringCodec,
   type ConnectionOptions,
   type Msg,
   type NatsConnection,
-} from "nats";
+} from "@nats-io/transport-node";
 import {
   makeNkeyUser,
   startNatsServer,
@@ -31,7 +30,10 @@ import { DeadLetters } from "../../src/client/dlq.js";
 import { applyDefinitions, loadDefinitions } from "../../src/nats/streams.js";
 import type { Proxy } from "../../src/main.js";
 
-const sc = StringCodec();
+const sc = {
+  encode: (s: string) => new TextEncoder().encode(s),
+  decode: (d: Uint8Array) => new TextDecoder().decode(d),
+};
 const ANSWER = "(dev-openai test double) You said: ";
 /** The inbox prefix of the isolated application "alice" (docs/security.md). */
 const ALICE_INBOX = "_INBOX_APP.alice";
@@ -76,7 +78,7 @@ let deadLetters: DeadLetters;
 function watchErrors(nc: NatsConnection, who: string): void {
   void (async () => {
     for await (const s of nc.status()) {
-      if (s.type === Events.Error) statusErrors.push(`${who}: ${JSON.stringify(s)}`);
+      if (s.type === "error") statusErrors.push(`${who}: ${JSON.stringify(s)}`);
     }
   })();
 }
@@ -163,7 +165,7 @@ beforeAll(async () => {
   ]);
   // The operator creates the streams; the proxy may not (it only checks that they exist).
   operatorNc = await connectAs(users.operator, "operator");
-  const operatorJsm = await operatorNc.jetstreamManager();
+  const operatorJsm = await jetstreamManager(operatorNc);
   await applyDefinitions(operatorJsm, loadDefinitions(streams.dir));
   deadLetters = new DeadLetters(operatorNc, operatorJsm, {
     dlqStream: "OPENAI_DLQ",
@@ -294,7 +296,7 @@ describe("least privilege: the roles of docs/security.md on a server enforcing t
     const t0 = Date.now();
     await expect(alice.result("secret-1")).rejects.toThrow(DENIED);
     await expect(alice.result("secret-1", { wait: true, timeoutMs: 1000 })).rejects.toThrow(DENIED);
-    const jsm = await aliceNc.jetstreamManager();
+    const jsm = await jetstreamManager(aliceNc);
     await expect(
       jsm.streams.getMessage("OPENAI_RESULTS", { last_by_subj: "openai.results.secret-1" }),
     ).rejects.toThrow(DENIED);
@@ -312,8 +314,8 @@ describe("least privilege: the roles of docs/security.md on a server enforcing t
 
   it("submitters cannot write results or dead letters, purge streams or delete the consumer", async () => {
     for (const nc of [submitterNc, aliceNc]) {
-      const js = nc.jetstream();
-      const jsm = await nc.jetstreamManager();
+      const js = jetstream(nc);
+      const jsm = await jetstreamManager(nc);
       const attempts: [string, () => Promise<unknown>][] = [
         ["publish a result", () => js.publish("openai.results.forged", sc.encode("x"))],
         ["publish a dead letter", () => js.publish("openai.dlq.forged", sc.encode("x"))],
@@ -330,7 +332,7 @@ describe("least privilege: the roles of docs/security.md on a server enforcing t
       nc.publish("openai.results.forged", sc.encode("x"));
       await nc.flush();
     }
-    const jsm = await operatorNc.jetstreamManager();
+    const jsm = await jetstreamManager(operatorNc);
     const results = await jsm.streams.info("OPENAI_RESULTS", {
       subjects_filter: "openai.results.forged",
     });
@@ -380,7 +382,7 @@ describe("least privilege: the roles of docs/security.md on a server enforcing t
   });
 
   it("serve does not create a missing stream without permission; the operator does", async () => {
-    const jsm = await operatorNc.jetstreamManager();
+    const jsm = await jetstreamManager(operatorNc);
     await jsm.streams.delete("OPENAI_BATCHES");
     await expect(proxy()).rejects.toThrow(/Permissions Violation.*STREAM\.CREATE\.OPENAI_BATCHES/);
     const reports = await applyDefinitions(jsm, loadDefinitions(streams.dir));

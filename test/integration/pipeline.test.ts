@@ -3,15 +3,15 @@
  * OpenAI-compatible server: compat shim, durable request with Reply-To,
  * fire-and-forget, the concurrency bound, and ack-after-publish.
  */
+import { jetstreamManager, jetstream } from "@nats-io/jetstream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   createInbox,
   headers,
-  StringCodec,
   type Msg,
   type NatsConnection,
   type Subscription,
-} from "nats";
+} from "@nats-io/transport-node";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
 import { eventually, makeStreamsDir, startTestProxy, testClient } from "../helpers/proxy.js";
@@ -19,7 +19,10 @@ import type { Proxy } from "../../src/main.js";
 import type { ProxyClient } from "../../src/client/client.js";
 import type { Outputs } from "../../src/worker/outputs.js";
 
-const sc = StringCodec();
+const sc = {
+  encode: (s: string) => new TextEncoder().encode(s),
+  decode: (d: Uint8Array) => new TextDecoder().decode(d),
+};
 let server: NatsServerHandle;
 let dev: DevOpenAI;
 let nc: NatsConnection;
@@ -36,7 +39,7 @@ afterEach(async () => {
   await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
   dev.reset();
   dev.setLatency(0);
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetstreamManager(nc);
   await jsm.streams.purge("OPENAI_RESULTS").catch(() => undefined);
 });
 
@@ -93,7 +96,7 @@ describe("request path", () => {
       messages: [{ role: "user", content: "hello json" }],
       temperature: 0.2,
     };
-    const js = nc.jetstream();
+    const js = jetstream(nc);
     const pa = await js.publish("openai.requests.json-1", sc.encode(JSON.stringify(body)), {
       msgID: "json-1",
       headers: h,
@@ -126,7 +129,7 @@ describe("request path", () => {
       body: "(dev-openai test double) You said: fire and forget",
       attempts: 1,
     });
-    const jsm = await nc.jetstreamManager();
+    const jsm = await jetstreamManager(nc);
     // The ack follows the result's PubAck: the work queue empties right after.
     await eventually(
       async () => (await jsm.streams.info("OPENAI_REQUESTS")).state.messages === 0,
@@ -142,7 +145,7 @@ describe("request path", () => {
     await Promise.all(
       Array.from({ length: N }, (_, i) => client.submit(`bounded ${i}`, { id: `b-${i}` })),
     );
-    const jsm = await nc.jetstreamManager();
+    const jsm = await jetstreamManager(nc);
     let maxAckPending = 0;
     let maxInFlight = 0;
     const started: { proxy?: Proxy } = {};

@@ -3,7 +3,14 @@
  * limit enforced by the local OpenAI-compatible server, with no 429s.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DiscardPolicy, RetentionPolicy, StorageType, nanos, type NatsConnection } from "nats";
+import { nanos, type NatsConnection } from "@nats-io/transport-node";
+import {
+  DiscardPolicy,
+  RetentionPolicy,
+  StorageType,
+  jetstreamManager,
+  jetstream,
+} from "@nats-io/jetstream";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
 import {
@@ -47,7 +54,7 @@ describe("rate limits", () => {
     // Watch the permits where they are granted: the server's own timestamps of the
     // permit stream (the stream the proxies would create, created here first).
     const { windowMs, permits } = rpmWindow(600);
-    const jsm = await nc.jetstreamManager();
+    const jsm = await jetstreamManager(nc);
     await jsm.streams.add({
       name: "OPENAI_RATE_gpt-4o-mini",
       subjects: ["openai.rate.permit.gpt-4o-mini"],
@@ -61,9 +68,11 @@ describe("rate limits", () => {
     });
     const granted: number[] = [];
     const watch = await (
-      await nc.jetstream().consumers.get("OPENAI_RATE_gpt-4o-mini")
+      await jetstream(nc).consumers.get("OPENAI_RATE_gpt-4o-mini")
     ).consume({
-      callback: (m) => granted.push(m.info.timestampNanos / 1e6),
+      callback: (m) => {
+        granted.push(m.info.timestampNanos / 1e6);
+      },
     });
     for (let i = 0; i < 2; i++) {
       proxies.push(

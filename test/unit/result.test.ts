@@ -1,4 +1,4 @@
-import { headers as natsHeaders } from "nats";
+import { headers as natsHeaders } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import {
   assistantText,
