@@ -13,7 +13,10 @@ import { createOpenAIClient } from "./llm/openai-client.js";
 import { createNodeFetch } from "./llm/node-fetch.js";
 import type { Logger } from "./log.js";
 import { checkServer, connectNats } from "./nats/connect.js";
-import { applyDefinitions, formatReport, loadDefinitions } from "./nats/streams.js";
+import { definitionsFor } from "./nats/definitions.js";
+import { applyDefinitions, formatReport } from "./nats/streams.js";
+import { createTenantGate } from "./worker/tenant-gate.js";
+import { tenantAdmission } from "./nats/tenants.js";
 import { startShim } from "./shim/shim.js";
 import { natsOutputs, type Outputs } from "./worker/outputs.js";
 import { createWorker, type Worker } from "./worker/worker.js";
@@ -54,11 +57,20 @@ export async function startProxy(
     const jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
     const s = config.streams;
+    const { defs, lanes } = definitionsFor(config);
     if (existsSync(s.dir)) {
-      // Create what is missing; never modify a live stream from here (that is `streams apply`).
-      const reports = await applyDefinitions(jsm, loadDefinitions(s.dir), { createOnly: true });
-      for (const r of reports) if (r.action === "created") log.info(formatReport(r));
+      // Create what is missing and add new tenants' subjects; never change anything
+      // else of a live stream from here (that is `streams apply`).
+      const reports = await applyDefinitions(jsm, defs, { createOnly: true });
+      for (const r of reports) {
+        if (r.action === "outdated")
+          log.warn(
+            `${formatReport(r)}: run "nats-openai-proxy streams apply" with this configuration`,
+          );
+        else if (r.action !== "unchanged") log.info(formatReport(r));
+      }
     }
+    const replicas = (await jsm.streams.info(s.requests)).config.num_replicas;
     const chat =
       deps.chat ??
       createOpenAIClient({
@@ -98,6 +110,39 @@ export async function startProxy(
       },
       log,
     );
+    // The gate is built before the worker it wakes.
+    const wake: { worker?: Worker } = {};
+    const tenantGate = await createTenantGate(
+      nc,
+      config.tenants,
+      {
+        bucket: config.limits.tenant_bucket,
+        leaseMs: config.limits.tenant_lease_ms,
+        replicas,
+        onChange: () => wake.worker?.kick(),
+      },
+      log,
+    );
+    const tenantRates = Object.fromEntries(
+      Object.entries(config.tenants)
+        .filter(([, t]) => t.rpm !== undefined || t.tpm !== undefined)
+        .map(([name, t]) => [
+          name,
+          { ...(t.rpm ? { rpm: t.rpm } : {}), ...(t.tpm ? { tpm: t.tpm } : {}) },
+        ]),
+    );
+    const tenantLimiter = createRateLimiter(
+      nc,
+      js,
+      jsm,
+      {
+        limits: tenantRates,
+        streamPrefix: `${config.limits.stream_prefix}_TENANT`,
+        subjectPrefix: `${config.limits.subject_prefix}.tenant`,
+        replicas,
+      },
+      log,
+    );
     const worker = createWorker({
       nc,
       js,
@@ -107,11 +152,13 @@ export async function startProxy(
       log,
       observer: metrics,
       stream: s.requests,
-      consumer: s.consumer,
+      lanes,
       concurrency: w.concurrency,
       pullExpiresMs: w.pull_expires_ms,
+      lanePollMs: w.lane_poll_ms,
+      tenantGate,
+      tenantLimiter,
       sweepIntervalMs: w.sweep_interval_ms,
-      requestsFilter: `${s.requests_prefix}.>`,
       poisonStream: s.poison,
       poisonConsumer: s.poison_consumer,
       limiter,
@@ -131,6 +178,7 @@ export async function startProxy(
         reservedPrefixes,
       },
     });
+    wake.worker = worker;
     await worker.start();
     const shim = await startShim(
       nc,
@@ -142,6 +190,11 @@ export async function startProxy(
         requestsPrefix: s.requests_prefix,
         onRequest: (a, c) => metrics.shim(a, c),
         reservedPrefixes,
+        admission: tenantAdmission(jsm, {
+          stream: s.requests,
+          tenants: config.tenants,
+          consumerBase: s.consumer,
+        }),
         stats: () => ({
           in_flight: worker.inFlight,
           breaker: worker.breakerState,
@@ -197,6 +250,8 @@ export async function startProxy(
           await shim.stop();
           await worker.stop(graceMs);
           limiter.close();
+          tenantLimiter.close();
+          tenantGate.close();
           await nc.drain().catch(() => undefined);
           await http?.close();
           log.info("stopped");

@@ -3,6 +3,7 @@
  * configuration loading with flags > env > file > defaults, and error reporting as
  * one line on stderr with exit code 1.
  */
+import { isPriority, priorityProblem, type Priority } from "../protocol/lanes.js";
 import type { Command } from "commander";
 import { loadConfig, type Loaded } from "../config/load.js";
 import { scrub } from "../config/redact.js";
@@ -98,6 +99,19 @@ export async function withClient<T>(
   } finally {
     await client.close();
   }
+}
+
+/**
+ * `--priority` and `--tenant` as client options; a bad priority is a usage error.
+ * The tenant is checked against the deployed tenants at submission.
+ */
+export function laneOptions(
+  f: { priority?: string; tenant?: string },
+  defaultPriority: Priority,
+): { priority: Priority; tenant?: string } {
+  const p = f.priority ?? defaultPriority;
+  if (!isPriority(p)) throw new CliError(`--priority: ${priorityProblem(p)}`, 2);
+  return { priority: p, ...(f.tenant !== undefined ? { tenant: f.tenant } : {}) };
 }
 
 /** A user-facing failure: printed as one line, exit code 1 (or as given). */

@@ -4,7 +4,14 @@
  */
 import { Command } from "commander";
 import type { ResultView } from "../protocol/result.js";
-import { action, addCommonOptions, CliError, withClient, type CommonFlags } from "./common.js";
+import {
+  action,
+  addCommonOptions,
+  CliError,
+  laneOptions,
+  withClient,
+  type CommonFlags,
+} from "./common.js";
 import { readInput } from "./input.js";
 
 interface RequestFlags extends CommonFlags {
@@ -12,6 +19,8 @@ interface RequestFlags extends CommonFlags {
   timeout: string;
   stream?: boolean;
   id?: string;
+  priority?: string;
+  tenant?: string;
 }
 
 /** Prints a reply: the text, or the ChatCompletion JSON; an error result fails. */
@@ -29,6 +38,8 @@ export function requestCommand(): Command {
     .option("--timeout <ms>", "how long to wait for the reply", "60000")
     .option("--stream", "print tokens as they arrive (JSON requests get stream: true)")
     .option("--id <id>", "request id (default: a fresh one)")
+    .option("--priority <p>", "high, normal or low (default high: someone is waiting)")
+    .option("--tenant <t>", "who is served and charged (default: default)")
     .action(
       action(async (prompt: string | undefined, f: RequestFlags) => {
         const input = readInput(prompt, f.json);
@@ -39,7 +50,11 @@ export function requestCommand(): Command {
           if (f.stream) {
             const params =
               typeof input === "string" ? { messages: [{ role: "user", content: input }] } : input;
-            const it = client.stream(params, { timeoutMs, ...(f.id ? { id: f.id } : {}) });
+            const it = client.stream(params, {
+              timeoutMs,
+              ...(f.id ? { id: f.id } : {}),
+              ...laneOptions(f, "high"),
+            });
             for (;;) {
               const n = await it.next();
               if (n.done) {
@@ -52,7 +67,13 @@ export function requestCommand(): Command {
               if (delta) process.stdout.write(delta);
             }
           }
-          printResult(await client.request(input, { timeoutMs, ...(f.id ? { id: f.id } : {}) }));
+          printResult(
+            await client.request(input, {
+              timeoutMs,
+              ...(f.id ? { id: f.id } : {}),
+              ...laneOptions(f, "high"),
+            }),
+          );
         });
       }),
     );

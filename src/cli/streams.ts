@@ -6,7 +6,9 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { Command } from "commander";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { connectNats } from "../nats/connect.js";
-import { applyDefinitions, formatReport, loadDefinitions } from "../nats/streams.js";
+import { definitionsFor, type ConfiguredDefinitions } from "../nats/definitions.js";
+import { laneDepths, laneTable } from "../nats/depths.js";
+import { applyDefinitions, formatReport } from "../nats/streams.js";
 import {
   action,
   addCommonOptions,
@@ -24,7 +26,7 @@ interface StreamFlags extends CommonFlags {
 
 async function withJsm<T>(
   f: StreamFlags,
-  fn: (jsm: JetStreamManager, dir: string, replicas: number | undefined) => Promise<T>,
+  fn: (jsm: JetStreamManager, d: ConfiguredDefinitions) => Promise<T>,
 ): Promise<T> {
   const { config } = configFrom(f);
   const log = loggerFor(config);
@@ -36,7 +38,7 @@ async function withJsm<T>(
     if (replicas !== undefined && (!Number.isInteger(replicas) || replicas < 1 || replicas > 5)) {
       throw new CliError(`--replicas must be an integer from 1 to 5, got ${r}`, 2);
     }
-    return await fn(jsm, f.dir ?? config.streams.dir, replicas);
+    return await fn(jsm, definitionsFor(config, f.dir, replicas));
   } finally {
     await nc.close();
   }
@@ -60,9 +62,10 @@ export function streamsCommand(): Command {
       )
       .action(
         action(async (f: StreamFlags) => {
-          await withJsm(f, async (jsm, dir, replicas) => {
-            const reports = await applyDefinitions(jsm, loadDefinitions(dir, replicas), {
+          await withJsm(f, async (jsm, { defs, names }) => {
+            const reports = await applyDefinitions(jsm, defs, {
               force: f.force ?? false,
+              prune: { stream: names.stream, consumerBase: names.consumerBase },
             });
             for (const r of reports) process.stdout.write(`${formatReport(r)}\n`);
             const changed = reports.filter((r) => r.action !== "unchanged").length;
@@ -80,8 +83,7 @@ export function streamsCommand(): Command {
       .description("show each stream's and the consumer's state")
       .action(
         action(async (f: StreamFlags) => {
-          await withJsm(f, async (jsm, dir) => {
-            const defs = loadDefinitions(dir);
+          await withJsm(f, async (jsm, { defs, lanes, names }) => {
             for (const s of defs.streams) {
               try {
                 const i = await jsm.streams.info(s.name);
@@ -95,7 +97,13 @@ export function streamsCommand(): Command {
                 );
               }
             }
+            const laneConsumers = new Set(lanes.map((l) => l.consumer));
+            if (lanes.length > 0) {
+              process.stdout.write(`queue depth by tenant and priority (${names.stream}):\n`);
+              process.stdout.write(laneTable(await laneDepths(jsm, names.stream, lanes)));
+            }
             for (const c of defs.consumers) {
+              if (laneConsumers.has(c.config.durable_name)) continue;
               try {
                 const i = await jsm.consumers.info(c.stream_name, c.config.durable_name);
                 process.stdout.write(

@@ -5,7 +5,14 @@
  */
 import { Command } from "commander";
 import { submitBatch, writeBatchOutput } from "../client/batch.js";
-import { action, addCommonOptions, CliError, withClient, type CommonFlags } from "./common.js";
+import {
+  action,
+  addCommonOptions,
+  CliError,
+  laneOptions,
+  withClient,
+  type CommonFlags,
+} from "./common.js";
 import { readInput } from "./input.js";
 import { progressBar } from "./progress.js";
 import { printResult } from "./request.js";
@@ -18,6 +25,8 @@ interface SubmitFlags extends CommonFlags {
   wait?: boolean;
   out?: string;
   timeout?: string;
+  priority?: string;
+  tenant?: string;
 }
 
 export function submitCommand(): Command {
@@ -35,6 +44,8 @@ export function submitCommand(): Command {
     .option("--wait", "wait for the result (or every result of the batch)")
     .option("--out <results.jsonl>", "with --file --wait: write the Batch API output file")
     .option("--timeout <ms>", "with --wait: give up after this long (per result)")
+    .option("--priority <p>", "high, normal or low (default normal; low with --file)")
+    .option("--tenant <t>", "who is served and charged (default: default)")
     .action(
       action(async (prompt: string | undefined, f: SubmitFlags) => {
         const timeoutMs = f.timeout ? Number(f.timeout) : undefined;
@@ -47,6 +58,7 @@ export function submitCommand(): Command {
             const m = await submitBatch(client, f.file!, {
               ...(f.id ? { batchId: f.id } : {}),
               strict: f.strict ?? false,
+              ...laneOptions(f, "low"),
               progress: progressBar(),
               onInvalid: (l) => process.stderr.write(`line ${l.line}: ${l.error} (skipped)\n`),
             });
@@ -71,7 +83,10 @@ export function submitCommand(): Command {
         }
         const input = readInput(prompt, f.json);
         await withClient(f, async (client) => {
-          const s = await client.submit(input, f.id ? { id: f.id } : {});
+          const s = await client.submit(input, {
+            ...(f.id ? { id: f.id } : {}),
+            ...laneOptions(f, "normal"),
+          });
           process.stdout.write(`${s.id}\n`);
           if (s.duplicate)
             process.stderr.write(

@@ -9,6 +9,7 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { headers as natsHeaders } from "@nats-io/transport-node";
+import type { Priority } from "../protocol/lanes.js";
 import { Code, RequestError } from "../protocol/codes.js";
 import { H, JSON_TYPE } from "../protocol/headers.js";
 import { validateParams } from "../protocol/request.js";
@@ -116,6 +117,9 @@ export interface SubmitBatchOptions {
   progress?: BatchProgress;
   /** called for each invalid line */
   onInvalid?: (l: InvalidLine) => void;
+  /** default `low`: a batch never delays people waiting at a prompt */
+  priority?: Priority;
+  tenant?: string;
 }
 
 /**
@@ -181,6 +185,8 @@ export async function submitBatch(
     const p = client
       .submitRaw(new TextEncoder().encode(JSON.stringify(parsed.body)), JSON_TYPE, {
         id,
+        priority: o.priority ?? "low",
+        ...(o.tenant ? { tenant: o.tenant } : {}),
         headers: { [H.batchId]: batchId, [H.customId]: parsed.custom_id.replace(/[\r\n]+/g, " ") },
       })
       .then(

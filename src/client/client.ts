@@ -19,6 +19,14 @@ import { H, JSON_TYPE, STREAM_DELTA, TEXT_TYPE } from "../protocol/headers.js";
 import { validateParams, type ChatParams } from "../protocol/request.js";
 import { readResult, type ResultView } from "../protocol/result.js";
 import { DEFAULT_SUBJECTS, idProblem, newId, subjectFor } from "../protocol/subjects.js";
+import {
+  DEFAULT_TENANT,
+  isPriority,
+  laneSubject,
+  priorityProblem,
+  type Priority,
+} from "../protocol/lanes.js";
+import { tenantAdmission, type TenantAdmission } from "../nats/tenants.js";
 
 /** A refused submission or a failed wait; `code` is the wire error code. */
 export class ClientError extends Error {
@@ -88,6 +96,10 @@ export interface SubmitOptions {
   headers?: Record<string, string>;
   /** PubAck timeout */
   timeoutMs?: number;
+  /** `high`, `normal` or `low` (default: `normal` for submit, `high` for request and stream) */
+  priority?: Priority;
+  /** who is served and charged (default `default`); must be one of the proxy's tenants */
+  tenant?: string;
   /**
    * Keep retrying an unacknowledged publish (timeouts, no responders during a leader
    * election or a server restart) with the same Nats-Msg-Id for this long (default
@@ -122,6 +134,7 @@ export function encodeInput(input: RequestInput): { data: Uint8Array; contentTyp
 
 export class ProxyClient {
   private readonly js: JetStreamClient;
+  private readonly admission: TenantAdmission;
 
   constructor(
     readonly nc: NatsConnection,
@@ -129,6 +142,7 @@ export class ProxyClient {
     readonly names: ClientNames = DEFAULT_NAMES,
   ) {
     this.js = jetstream(nc);
+    this.admission = tenantAdmission(jsm, { stream: names.requestsStream });
   }
 
   /** Publishes a request into the work queue and resolves on its PubAck. */
@@ -144,14 +158,18 @@ export class ProxyClient {
     o: SubmitOptions = {},
   ): Promise<Submitted> {
     const id = o.id ?? newId();
-    const problem = idProblem(id);
+    const tenant = o.tenant ?? DEFAULT_TENANT;
+    const priority = o.priority ?? "normal";
+    const problem = idProblem(id) ?? (isPriority(priority) ? undefined : priorityProblem(priority));
     if (problem) throw new ClientError(Code.badRequest, problem, id);
+    const refused = await this.admission.check(tenant);
+    if (refused) throw new ClientError(refused.code, refused.message, id);
     const h: MsgHdrs = natsHeaders();
     h.set(H.contentType, contentType);
     if (o.replyTo) h.set(H.replyTo, o.replyTo);
     if (o.expiresAt !== undefined) h.set(H.expiresAt, new Date(o.expiresAt).toISOString());
     for (const [k, v] of Object.entries(o.headers ?? {})) h.set(k, v);
-    const subject = subjectFor(this.names.requestsPrefix, id);
+    const subject = laneSubject(this.names.requestsPrefix, tenant, priority, id);
     const deadline = Date.now() + (o.retryForMs ?? 15_000);
     for (let wait = 100; ; wait = Math.min(wait * 2, 2000)) {
       try {
@@ -160,12 +178,19 @@ export class ProxyClient {
           headers: h,
           ...(o.timeoutMs ? { timeout: o.timeoutMs } : {}),
         });
+        if (!pa.duplicate) this.admission.accepted(tenant);
         return { id, duplicate: pa.duplicate, seq: pa.seq };
       } catch (e) {
         // No PubAck (timeout, a stream leader being elected, reconnecting): the same
         // Nats-Msg-Id makes the retry safe.
         const retriable = isTimeout(e) || isNoResponders(e) || isConnectionTrouble(e);
         if (!retriable || Date.now() + wait > deadline) {
+          if (isNoResponders(e))
+            throw new ClientError(
+              Code.badRequest,
+              `no lane serves tenant "${tenant}" priority ${priority} (no stream captures ${subject}): check the tenant name, or add it under tenants and run "nats-openai-proxy streams apply"`,
+              id,
+            );
           const f = publishFailure(e, this.names.requestsStream, subject);
           throw new ClientError(f.code, f.message, id);
         }
@@ -190,6 +215,7 @@ export class ProxyClient {
     const timer = setTimeout(() => sub.unsubscribe(), timeoutMs);
     try {
       await this.submit(input, {
+        priority: "high",
         ...o,
         id,
         replyTo: inbox,

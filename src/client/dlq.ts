@@ -9,6 +9,12 @@ import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import { H } from "../protocol/headers.js";
 import { idFromSubject, subjectFor } from "../protocol/subjects.js";
 import { copyHeaders } from "../worker/outputs.js";
+import {
+  DEFAULT_TENANT,
+  LEGACY_PRIORITY,
+  parseRequestSubject,
+  type Priority,
+} from "../protocol/lanes.js";
 
 export interface DlqNames {
   dlqStream: string;
@@ -19,6 +25,11 @@ export interface DlqNames {
 export interface DeadLetter {
   id: string;
   seq: number;
+  /** where the request was queued (replay puts it back there) */
+  tenant: string;
+  priority: Priority;
+  /** the subject the request was queued on */
+  subject: string;
   code: number;
   error: string;
   attempts: number;
@@ -27,11 +38,19 @@ export interface DeadLetter {
   data: Uint8Array;
 }
 
-function toDeadLetter(sm: StoredMsg): DeadLetter {
+function toDeadLetter(sm: StoredMsg, requestsPrefix: string): DeadLetter {
   const h = sm.header;
+  const id = idFromSubject(sm.subject);
+  const queuedOn = h.get(H.requestSubject);
+  const parsed = parseRequestSubject(requestsPrefix, queuedOn);
+  // Dead letters of earlier versions carry no subject: they were queued on <prefix>.<id>.
+  const address = typeof parsed === "string" || parsed.id !== id ? undefined : parsed;
   return {
-    id: idFromSubject(sm.subject),
+    id,
     seq: sm.seq,
+    subject: address ? queuedOn : subjectFor(requestsPrefix, id),
+    tenant: address?.tenant ?? DEFAULT_TENANT,
+    priority: address?.priority ?? LEGACY_PRIORITY,
     code: Number(h.get(H.serviceErrorCode) || 0),
     error: h.get(H.serviceError),
     attempts: Number(h.get(H.attempts) || 0),
@@ -60,14 +79,17 @@ export class DeadLetters {
       if (!m) break;
       if (m.seq > last) break;
       out.push(
-        toDeadLetter({
-          subject: m.subject,
-          seq: m.seq,
-          header: m.headers!,
-          data: m.data,
-          time: new Date(),
-          timestamp: "",
-        } as unknown as StoredMsg),
+        toDeadLetter(
+          {
+            subject: m.subject,
+            seq: m.seq,
+            header: m.headers!,
+            data: m.data,
+            time: new Date(),
+            timestamp: "",
+          } as unknown as StoredMsg,
+          this.n.requestsPrefix,
+        ),
       );
       if (m.seq === last) break;
     }
@@ -79,7 +101,7 @@ export class DeadLetters {
     const sm = await this.jsm.streams.getMessage(this.n.dlqStream, {
       last_by_subj: subjectFor(this.n.dlqPrefix, id),
     });
-    return sm ? toDeadLetter(sm) : null;
+    return sm ? toDeadLetter(sm, this.n.requestsPrefix) : null;
   }
 
   /**
@@ -92,7 +114,7 @@ export class DeadLetters {
     const key = `${d.id}.replay.${d.seq}`;
     h.set(H.msgId, key);
     h.set(H.replayOf, String(d.seq));
-    await jetstream(this.nc).publish(subjectFor(this.n.requestsPrefix, d.id), d.data, {
+    await jetstream(this.nc).publish(d.subject, d.data, {
       headers: h,
       msgID: key,
     });

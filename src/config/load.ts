@@ -4,6 +4,13 @@
  */
 import { readFileSync, statSync } from "node:fs";
 import { parseDocument } from "yaml";
+import {
+  DEFAULT_LANE_WEIGHTS,
+  DEFAULT_TENANT,
+  PRIORITIES,
+  isPriority,
+  tenantProblem,
+} from "../protocol/lanes.js";
 import { SCHEMA, type Config, type Leaf } from "./schema.js";
 
 /** A configuration problem: the message names the key and the file, flag or variable. */
@@ -198,6 +205,14 @@ function coerce(key: string, v: unknown, where: string, fromString: boolean): un
       }
       return obj;
     }
+    case "lanes":
+      return parseLanes(key, parseJsonFlag(v, fromString, bad, '{"high":{"weight":8}}'), where);
+    case "tenants":
+      return parseTenants(
+        key,
+        parseJsonFlag(v, fromString, bad, '{"acme":{"weight":2,"max_concurrency":16}}'),
+        where,
+      );
     case "boolean": {
       if (typeof v === "boolean") return v;
       if (fromString && typeof v === "string") {
@@ -207,6 +222,73 @@ function coerce(key: string, v: unknown, where: string, fromString: boolean): un
       throw bad("true or false");
     }
   }
+}
+
+function parseJsonFlag(
+  v: unknown,
+  fromString: boolean,
+  bad: (what: string) => ConfigError,
+  example: string,
+): unknown {
+  if (!fromString || typeof v !== "string") return v;
+  try {
+    return JSON.parse(v);
+  } catch {
+    throw bad(`JSON such as ${example}`);
+  }
+}
+
+const TENANT_KEYS = ["weight", "max_concurrency", "rpm", "tpm", "max_queued"];
+
+/** `lanes`: a mapping of priority → {weight}, merged over the defaults. */
+function parseLanes(key: string, v: unknown, where: string): unknown {
+  if (!isPlainObject(v))
+    throw new ConfigError(`${where}: "${key}" must be a mapping of priority → {weight}`);
+  const out: Record<string, { weight: number }> = {};
+  for (const p of PRIORITIES) out[p] = { weight: DEFAULT_LANE_WEIGHTS[p] };
+  for (const [p, l] of Object.entries(v)) {
+    if (!isPriority(p))
+      throw new ConfigError(`${where}: unknown lane "${key}.${p}" (use ${PRIORITIES.join(", ")})`);
+    if (!isPlainObject(l) || Object.keys(l).some((k) => k !== "weight"))
+      throw new ConfigError(`${where}: "${key}.${p}" must be a mapping with only "weight"`);
+    const w = l.weight;
+    if (typeof w !== "number" || !(w > 0))
+      throw new ConfigError(
+        `${where}: "${key}.${p}.weight" must be a positive number, got ${typeName(w)}`,
+      );
+    out[p] = { weight: w };
+  }
+  return out;
+}
+
+/** `tenants`: name → {weight, max_concurrency, rpm, tpm, max_queued}; `default` is added when missing. */
+function parseTenants(key: string, v: unknown, where: string): unknown {
+  if (!isPlainObject(v))
+    throw new ConfigError(`${where}: "${key}" must be a mapping of tenant name → settings`);
+  const out: Record<string, Record<string, number>> = {};
+  for (const [name, t] of Object.entries(v)) {
+    const problem = tenantProblem(name);
+    if (problem) throw new ConfigError(`${where}: "${key}": ${problem}`);
+    if (t !== null && t !== undefined && !isPlainObject(t))
+      throw new ConfigError(
+        `${where}: "${key}.${name}" must be a mapping (${TENANT_KEYS.join(", ")})`,
+      );
+    const s: Record<string, number> = { weight: 1 };
+    for (const [k, n] of Object.entries(t ?? {})) {
+      if (!TENANT_KEYS.includes(k))
+        throw new ConfigError(
+          `${where}: unknown key "${key}.${name}.${k}" (use ${TENANT_KEYS.join(", ")})`,
+        );
+      if (typeof n !== "number" || !(n > 0) || (k !== "weight" && !Number.isInteger(n)))
+        throw new ConfigError(
+          `${where}: "${key}.${name}.${k}" must be a positive ${k === "weight" ? "number" : "integer"}, got ${typeName(n)}`,
+        );
+      s[k] = n;
+    }
+    out[name] = s;
+  }
+  out[DEFAULT_TENANT] ??= { weight: 1 };
+  return out;
 }
 
 function build(values: Map<string, unknown>, source: string): Config {

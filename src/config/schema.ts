@@ -3,7 +3,14 @@
  * whether it is a secret. `config/config.yaml` documents the same keys.
  */
 
-export type LeafType = "string" | "number" | "boolean" | "strings" | "limits";
+import {
+  DEFAULT_LANE_WEIGHTS,
+  DEFAULT_TENANTS,
+  type Priority,
+  type Tenants,
+} from "../protocol/lanes.js";
+
+export type LeafType = "string" | "number" | "boolean" | "strings" | "limits" | "lanes" | "tenants";
 
 export interface Leaf {
   type: LeafType;
@@ -16,6 +23,12 @@ export interface Leaf {
   /** allowed string values */
   oneOf?: string[];
 }
+
+const DEFAULT_LANES = Object.freeze({
+  high: Object.freeze({ weight: DEFAULT_LANE_WEIGHTS.high }),
+  normal: Object.freeze({ weight: DEFAULT_LANE_WEIGHTS.normal }),
+  low: Object.freeze({ weight: DEFAULT_LANE_WEIGHTS.low }),
+});
 
 /** Dotted key → leaf. The order is the order of config/config.yaml. */
 export const SCHEMA: Record<string, Leaf> = {
@@ -60,7 +73,7 @@ export const SCHEMA: Record<string, Leaf> = {
     min: 1,
     env: ["PROXY_CONCURRENCY"],
   },
-  "worker.pull_expires_ms": { type: "number", default: 5000, min: 1000 },
+  "worker.pull_expires_ms": { type: "number", default: 1000, min: 100 },
   "worker.nak_delay_ms": { type: "number", default: 2000, min: 0 },
   "worker.nak_delay_max_ms": { type: "number", default: 60000, min: 0 },
   "worker.shutdown_grace_ms": { type: "number", default: 20000, min: 0 },
@@ -71,6 +84,8 @@ export const SCHEMA: Record<string, Leaf> = {
   "limits.models": { type: "limits", default: {}, env: ["PROXY_RATE_LIMITS"] },
   "limits.stream_prefix": { type: "string", default: "OPENAI_RATE" },
   "limits.subject_prefix": { type: "string", default: "openai.rate" },
+  "limits.tenant_bucket": { type: "string", default: "OPENAI_TENANTS" },
+  "limits.tenant_lease_ms": { type: "number", default: 30000, min: 1000 },
   "http.enabled": { type: "boolean", default: true },
   "http.host": { type: "string", default: "127.0.0.1", env: ["HTTP_HOST"] },
   "http.port": { type: "number", default: 9464, min: 0, env: ["HTTP_PORT"] },
@@ -81,6 +96,9 @@ export const SCHEMA: Record<string, Leaf> = {
     oneOf: ["fatal", "error", "warn", "info", "debug", "trace", "silent"],
   },
   "log.pretty": { type: "boolean", default: false },
+  lanes: { type: "lanes", default: DEFAULT_LANES, env: ["PROXY_LANES"] },
+  tenants: { type: "tenants", default: DEFAULT_TENANTS, env: ["PROXY_TENANTS"] },
+  "worker.lane_poll_ms": { type: "number", default: 100, min: 10 },
 };
 
 /** The typed, frozen configuration everything inside the process receives. */
@@ -131,6 +149,8 @@ export interface Config {
     readonly nak_delay_max_ms: number;
     readonly shutdown_grace_ms: number;
     readonly sweep_interval_ms: number;
+    /** how often the lanes' queue depths are read while the proxy is busy */
+    readonly lane_poll_ms: number;
     readonly breaker: {
       readonly window: number;
       readonly failure_ratio: number;
@@ -142,7 +162,15 @@ export interface Config {
     readonly models: Readonly<Record<string, { readonly rpm?: number; readonly tpm?: number }>>;
     readonly stream_prefix: string;
     readonly subject_prefix: string;
+    /** KV bucket holding each tenant's calls in flight per instance (max_concurrency) */
+    readonly tenant_bucket: string;
+    /** how long an instance's tenant slots outlive it (a crash) */
+    readonly tenant_lease_ms: number;
   };
   readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly log: { readonly level: string; readonly pretty: boolean };
+  /** priority → weight (share of the slots when every lane is backlogged) */
+  readonly lanes: Readonly<Record<Priority, { readonly weight: number }>>;
+  /** tenant → weight and limits; `default` is always there */
+  readonly tenants: Tenants;
 }

@@ -65,6 +65,11 @@ export interface DevOpenAIStats {
   okByPrompt: Record<string, number>;
   /** Date.now() of each call start, last 100000 only. */
   callTimes: number[];
+  /**
+   * Most calls at once per `[[tag:NAME]]` marker in the prompt (a test tags each
+   * tenant's prompts to check a per-tenant concurrency limit).
+   */
+  maxInFlightByTag: Record<string, number>;
 }
 
 export interface DevOpenAI {
@@ -219,7 +224,11 @@ interface Call {
   timer: NodeJS.Timeout | undefined;
   /** the last user message, once the body is parsed */
   prompt?: string;
+  /** its `[[tag:NAME]]`, counted in flight until the call closes */
+  tag?: string;
 }
+
+const TAG_RE = /\[\[tag:([A-Za-z0-9_-]{1,64})\]\]/;
 
 interface MarkerResult {
   fault: Fault | undefined;
@@ -367,6 +376,8 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
   let failed = 0;
   let inFlight = 0;
   let maxInFlight = 0;
+  const tagInFlight = new Map<string, number>();
+  const maxTagInFlight = new Map<string, number>();
   let callTimes: number[] = [];
   const byModel = new Map<string, number>();
   const byPrompt = new Map<string, number>();
@@ -695,6 +706,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
     res.once("close", () => {
       call.closed = true;
       inFlight--;
+      if (call.tag !== undefined) tagInFlight.set(call.tag, (tagInFlight.get(call.tag) ?? 1) - 1);
       if (call.timer) {
         clearTimeout(call.timer);
         timers.delete(call.timer);
@@ -838,6 +850,13 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
       if (hasMarker || byPrompt.has(prompt) || byPrompt.size < BY_PROMPT_CAP) {
         promptCount = bump(byPrompt, prompt);
         call.prompt = prompt;
+      }
+      const tag = hasMarker && !call.closed ? TAG_RE.exec(prompt)?.[1] : undefined;
+      if (tag !== undefined) {
+        call.tag = tag;
+        const n = (tagInFlight.get(tag) ?? 0) + 1;
+        tagInFlight.set(tag, n);
+        maxTagInFlight.set(tag, Math.max(maxTagInFlight.get(tag) ?? 0, n));
       }
       const marker = hasMarker ? parseMarkers(prompt, promptCount) : undefined;
       const fault = faultQueue.shift() ?? marker?.fault;
@@ -1037,6 +1056,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
       byPrompt: Object.fromEntries(byPrompt),
       okByPrompt: Object.fromEntries(okByPrompt),
       callTimes: callTimes.slice(-CALL_TIMES_CAP),
+      maxInFlightByTag: Object.fromEntries(maxTagInFlight),
     };
   }
 
@@ -1047,6 +1067,8 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
     failed = 0;
     // In-flight is live state, not history: calls still open will decrement it later.
     maxInFlight = inFlight;
+    maxTagInFlight.clear();
+    for (const [t, n] of tagInFlight) if (n > 0) maxTagInFlight.set(t, n);
     callTimes = [];
     byModel.clear();
     byPrompt.clear();

@@ -17,6 +17,10 @@ export const H = {
   customId: "Proxy-Custom-Id",
   replayOf: "Proxy-Replay-Of",
   requestSeq: "Proxy-Request-Seq",
+  /** on a dead letter: the subject the request was queued on (replay restores it) */
+  requestSubject: "Proxy-Request-Subject",
+  priority: "Proxy-Priority",
+  tenant: "Proxy-Tenant",
   serviceError: "Nats-Service-Error",
   serviceErrorCode: "Nats-Service-Error-Code",
 } as const;

@@ -11,7 +11,9 @@ import { publishFailure } from "../nats/publish-errors.js";
 import { Code } from "../protocol/codes.js";
 import { H, isJsonType } from "../protocol/headers.js";
 import { encodeError } from "../protocol/result.js";
-import { isValidId, newId, replyToProblem, subjectFor } from "../protocol/subjects.js";
+import { isValidId, newId, replyToProblem } from "../protocol/subjects.js";
+import { DEFAULT_TENANT, isPriority, laneSubject, priorityProblem } from "../protocol/lanes.js";
+import type { TenantAdmission } from "../nats/tenants.js";
 import { copyHeaders } from "../worker/outputs.js";
 import type { Logger } from "../log.js";
 import { VERSION } from "../version.js";
@@ -27,6 +29,8 @@ export interface ShimOptions {
   reservedPrefixes: readonly string[];
   /** extra data for `$SRV.STATS` */
   stats?: () => unknown;
+  /** refuses unknown tenants and tenants past max_queued */
+  admission?: TenantAdmission;
 }
 
 export interface Shim {
@@ -82,7 +86,9 @@ async function forward(
   const h = copyHeaders(m.headers);
   h.set(H.msgId, id);
   if (m.reply) h.set(H.replyTo, m.reply);
-  const subject = subjectFor(o.requestsPrefix, id);
+  // Someone is waiting for the reply: high unless the caller says otherwise.
+  const priority = m.headers?.get(H.priority) || "high";
+  const tenant = m.headers?.get(H.tenant) || DEFAULT_TENANT;
   const kind = isJsonType(m.headers?.get(H.contentType) ?? "") ? "json" : "text";
   const refuse = (code: number, message: string) => {
     o.onRequest?.(false, code);
@@ -91,7 +97,18 @@ async function forward(
     // The Nats-Service-Error headers as micro services send them, and the usual error body.
     m.respondError(code, message, e.data, { headers: e.headers });
   };
+  if (!isPriority(priority)) {
+    refuse(Code.badRequest, `Proxy-Priority: ${priorityProblem(priority)}`);
+    return;
+  }
+  const subject = laneSubject(o.requestsPrefix, tenant, priority, id);
   try {
+    const refused = await o.admission?.check(tenant);
+    if (refused) {
+      log.info({ id, tenant, code: refused.code }, "compat request refused");
+      refuse(refused.code, refused.message);
+      return;
+    }
     const pa = await js.publish(subject, m.data, { msgID: id, headers: h });
     if (pa.duplicate) {
       refuse(
@@ -101,6 +118,7 @@ async function forward(
       return;
     }
     o.onRequest?.(true);
+    o.admission?.accepted(tenant);
   } catch (e) {
     const f = publishFailure(e, o.stream, subject);
     log.warn({ id, code: f.code, reason: f.message }, "compat request refused");

@@ -6,13 +6,21 @@
  */
 import pRetry, { AbortError } from "p-retry";
 import { headers as natsHeaders } from "@nats-io/transport-node";
-import type { JsMsg } from "@nats-io/jetstream";
+import type { Lane } from "../nats/lanes.js";
+import {
+  DEFAULT_TENANT,
+  LEGACY_PRIORITY,
+  parseRequestSubject,
+  type Priority,
+} from "../protocol/lanes.js";
+import type { TenantGate } from "./tenant-gate.js";
+import type { WorkMsg } from "./work-msg.js";
 import { UpstreamError, type ChatClient, type ChatResult } from "../llm/chat-client.js";
 import { Code, RequestError } from "../protocol/codes.js";
 import { H, isJsonType, JSON_TYPE, STREAM_DELTA, STREAM_DONE } from "../protocol/headers.js";
 import { decodeRequest, parseExpiresAt, type DecodedRequest } from "../protocol/request.js";
 import { carryHeaders, encodeError, encodeSuccess, type Encoded } from "../protocol/result.js";
-import { idFromSubject, idProblem, replyToProblem } from "../protocol/subjects.js";
+import { idFromSubject, replyToProblem } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
 import { backoffDelay, nakDelay } from "./backoff.js";
 import type { CircuitBreaker } from "./breaker.js";
@@ -50,6 +58,8 @@ export type Outcome =
 export interface Finished {
   id: string;
   outcome: Outcome;
+  tenant: string;
+  priority: Priority;
   model: string;
   attempts: number;
   calls: number;
@@ -76,12 +86,18 @@ export interface HandleDeps {
   limiter?: RateLimiter;
   /** a nak delay past this process's outstanding pull requests (see puller.ts) */
   quietDelay?: () => number;
+  /** the lane the message came from */
+  lane?: Lane;
+  /** per-tenant max_concurrency over all instances */
+  tenantGate?: TenantGate;
+  /** per-tenant requests and tokens per minute (keyed by tenant) */
+  tenantLimiter?: RateLimiter;
 }
 
 const enc = new TextEncoder();
 
 /** Handles one delivery; never throws. */
-export async function handleMessage(m: JsMsg, deps: HandleDeps): Promise<Finished> {
+export async function handleMessage(m: WorkMsg, deps: HandleDeps): Promise<Finished> {
   // A per-message signal relayed from the long-lived shutdown signal: the SDK adds an
   // abort listener per call and never removes it, and listeners piling up on one
   // long-lived signal leak memory and make every add slower (seen: 460 MB, 70 req/s
@@ -96,7 +112,7 @@ export async function handleMessage(m: JsMsg, deps: HandleDeps): Promise<Finishe
   }
 }
 
-async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
+async function handleOne(m: WorkMsg, d: HandleDeps): Promise<Finished> {
   const started = Date.now();
   const id = idFromSubject(m.subject);
   const attempts = m.info.deliveryCount;
@@ -110,9 +126,13 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
   let upstreamMs = 0;
   let upstreamStart = 0;
   let calls = 0;
+  let tenant = d.lane?.tenant ?? DEFAULT_TENANT;
+  let priority: Priority = d.lane?.priority ?? LEGACY_PRIORITY;
   const fin = (outcome: Outcome, extra: Partial<Finished> = {}): Finished => ({
     id,
     outcome,
+    tenant,
+    priority,
     model,
     attempts,
     calls,
@@ -139,11 +159,10 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
       replyTo = ""; // never publish there, not even the error
       throw new RequestError(Code.badRequest, replyProblem);
     }
-    const problem =
-      m.subject.split(".").length !== s.requestsPrefix.split(".").length + 1
-        ? `request subject "${m.subject}" must be ${s.requestsPrefix}.<id> with the id as one token (no '.')`
-        : idProblem(id);
-    if (problem) throw new RequestError(Code.badRequest, problem);
+    const address = parseRequestSubject(s.requestsPrefix, m.subject);
+    if (typeof address === "string") throw new RequestError(Code.badRequest, address);
+    tenant = address.tenant;
+    priority = address.priority;
     const req = decodeRequest(m.data, hdr(H.contentType), s.defaultModel);
     kind = req.kind;
     model = req.params.model;
@@ -174,7 +193,13 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
     }
     const streaming = req.params.stream === true && replyTo !== "";
     upstreamStart = Date.now();
-    const result = await callWithRetries(req, d, streaming ? replyTo : "", id, () => calls++);
+    const release = await d.tenantGate?.acquire(tenant, d.signal);
+    let result: ChatResult;
+    try {
+      result = await callWithRetries(req, d, streaming ? replyTo : "", id, tenant, () => calls++);
+    } finally {
+      release?.();
+    }
     upstreamMs = Date.now() - upstreamStart;
     const out = encodeSuccess(req.kind, result.completion, {
       id,
@@ -224,7 +249,7 @@ interface Ctx {
 }
 
 async function settleFailure(
-  m: JsMsg,
+  m: WorkMsg,
   d: HandleDeps,
   f: Failure,
   c: Ctx,
@@ -244,6 +269,7 @@ async function settleFailure(
       code: f.code,
       message: f.message,
       attempts: c.attempts,
+      subject: m.subject,
     });
     const err = encodeError(c.kind, {
       id: c.id,
@@ -288,7 +314,7 @@ async function settleFailure(
  * max_deliver and never fills the DLQ.
  */
 async function pause(
-  m: JsMsg,
+  m: WorkMsg,
   d: HandleDeps,
   c: Ctx,
   delay: number,
@@ -309,6 +335,7 @@ async function callWithRetries(
   d: HandleDeps,
   streamTo: string,
   id: string,
+  tenant: string,
   counted: () => void,
 ): Promise<ChatResult> {
   const s = d.settings;
@@ -331,6 +358,7 @@ async function callWithRetries(
           new Failure("transient", Code.unavailable, `API unavailable: ${d.breaker.reason}`),
         );
       await d.limiter?.acquire(req.params.model, d.signal);
+      await d.tenantLimiter?.acquire(tenant, d.signal);
       counted();
       try {
         const r = await d.chat.complete(req.params, {
@@ -339,6 +367,7 @@ async function callWithRetries(
         });
         d.breaker.record(true);
         d.limiter?.observe(req.params.model, r.rateHeaders ?? {}, r.completion.usage?.total_tokens);
+        d.tenantLimiter?.observe(tenant, {}, r.completion.usage?.total_tokens);
         return r;
       } catch (e) {
         if (e instanceof UpstreamError) d.limiter?.observe(req.params.model, e.headers);

@@ -40,7 +40,7 @@ export interface Outputs {
     id: string,
     key: string,
     original: StoredMessage,
-    failure: { code: number; message: string; attempts: number },
+    failure: { code: number; message: string; attempts: number; subject: string },
   ): Promise<void>;
   /** Re-queues a copy of a request as a fresh message (deliveries start again at 1). */
   requeue(id: string, key: string, original: StoredMessage): Promise<void>;
@@ -91,6 +91,7 @@ export function natsOutputs(
       h.set(H.serviceErrorCode, String(failure.code));
       h.set(H.attempts, String(failure.attempts));
       h.set(H.failedAt, new Date().toISOString());
+      h.set(H.requestSubject, failure.subject);
       h.set(H.msgId, key);
       // The key makes a retried write of the same dead letter idempotent.
       await js.publish(subjectFor(n.dlqPrefix, id), original.data, { headers: h, msgID: key });

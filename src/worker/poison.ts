@@ -154,6 +154,7 @@ async function deadLetterStored(
     code: Code.internal,
     message,
     attempts: deliveries,
+    subject: sm.subject,
   });
   const kind = isJsonType(sm.header.get(H.contentType)) ? "json" : "text";
   const err = encodeError(kind, { id, attempts: deliveries, code: Code.internal, message });

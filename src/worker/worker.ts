@@ -4,7 +4,10 @@
  */
 import { setMaxListeners } from "node:events";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import type { Lane } from "../nats/lanes.js";
+import { ConfigError } from "../config/load.js";
+import { isMissing } from "../nats/errors.js";
 import type { ChatClient } from "../llm/chat-client.js";
 import type { Logger } from "../log.js";
 import { CircuitBreaker, type BreakerState } from "./breaker.js";
@@ -12,9 +15,11 @@ import type { Failure } from "./errors.js";
 import { handleMessage, type Finished, type HandleSettings } from "./handle.js";
 import type { Outputs } from "./outputs.js";
 import { sweepStranded, watchPoison, type PoisonWatcher } from "./poison.js";
-import { SlotPuller } from "./puller.js";
+import { LanePuller } from "./puller.js";
+import type { WorkMsg } from "./work-msg.js";
 import { sleep } from "./sleep.js";
 import type { RateLimiter } from "./ratelimit.js";
+import type { TenantGate } from "./tenant-gate.js";
 
 export type WorkerState = "INITIALIZED" | "RUNNING" | "STOPPING" | "STOPPED";
 
@@ -36,13 +41,19 @@ export interface WorkerOptions {
   log: Logger;
   observer?: WorkerObserver;
   stream: string;
-  consumer: string;
+  /** the lane consumers to serve, highest priority first */
+  lanes: readonly Lane[];
   concurrency: number;
   pullExpiresMs: number;
+  /** how often the lanes' queue depths are read */
+  lanePollMs: number;
+  /** per-tenant max_concurrency over all instances */
+  tenantGate?: TenantGate;
+  /** per-tenant requests and tokens per minute */
+  tenantLimiter?: RateLimiter;
   breaker: { window: number; failureRatio: number; probeIntervalMs: number };
   /** how often to look for messages stranded below the ack floor (0: only on start and reconnect) */
   sweepIntervalMs: number;
-  requestsFilter: string;
   poisonStream: string;
   poisonConsumer: string;
   settings: Omit<HandleSettings, "maxDeliver" | "ackWaitMs" | "probeIntervalMs">;
@@ -54,6 +65,8 @@ export interface Worker {
   readonly breakerState: BreakerState;
   readonly inFlight: number;
   start(): Promise<void>;
+  /** Lets the scheduler look for work again (a tenant's limit freed up). */
+  kick(): void;
   /** Settles messages stranded below the ack floor (also run on start, on reconnect and periodically). */
   sweep(): Promise<void>;
   /** Stop pulling, let in-flight work finish within `graceMs`, nak the rest. Idempotent. */
@@ -63,7 +76,7 @@ export interface Worker {
 /** Creates a worker; nothing happens until `start()`. */
 export function createWorker(o: WorkerOptions): Worker {
   let state: WorkerState = "INITIALIZED";
-  let puller: SlotPuller | undefined;
+  let puller: LanePuller | undefined;
   let poisonSub: PoisonWatcher | undefined;
   let stopping: Promise<void> | undefined;
   const hardStop = new AbortController();
@@ -104,19 +117,25 @@ export function createWorker(o: WorkerOptions): Worker {
   let sweeping: Promise<void> | undefined;
   let sweepTimer: NodeJS.Timeout | undefined;
   const sweep = (): Promise<void> => {
-    sweeping ??= sweepStranded(
-      o.jsm,
-      o.out,
-      {
-        stream: o.stream,
-        consumer: o.consumer,
-        queue: o.consumer,
-        filter: o.requestsFilter,
-        onPoison: (id) => obs?.poison(id),
-        reservedPrefixes: o.settings.reservedPrefixes,
-      },
-      log,
-    )
+    sweeping ??= (async () => {
+      for (const lane of o.lanes) {
+        for (const filter of lane.filters) {
+          await sweepStranded(
+            o.jsm,
+            o.out,
+            {
+              stream: o.stream,
+              consumer: lane.consumer,
+              queue: o.poisonConsumer,
+              filter,
+              onPoison: (id) => obs?.poison(id),
+              reservedPrefixes: o.settings.reservedPrefixes,
+            },
+            log,
+          );
+        }
+      }
+    })()
       .then(() => undefined)
       .catch((e: unknown) => log.debug({ err: e }, "sweep failed; will retry"))
       .finally(() => (sweeping = undefined));
@@ -140,15 +159,30 @@ export function createWorker(o: WorkerOptions): Worker {
     get inFlight() {
       return puller?.inFlight ?? 0;
     },
+    kick() {
+      puller?.kick();
+    },
     async start() {
       if (state !== "INITIALIZED") return;
-      const info = await o.jsm.consumers.info(o.stream, o.consumer);
+      const first = o.lanes[0];
+      if (!first) throw new Error("no lanes to serve (tenants is empty)");
+      // Every lane consumer must exist; they share the template's settings.
+      for (const l of o.lanes) {
+        await o.jsm.consumers.info(o.stream, l.consumer).catch((e: unknown) => {
+          throw isMissing(e)
+            ? new ConfigError(
+                `consumer ${o.stream}/${l.consumer} (tenant ${l.tenant}, priority ${l.priority}) is missing: run "nats-openai-proxy streams apply" with this configuration`,
+              )
+            : e;
+        });
+      }
+      const info = await o.jsm.consumers.info(o.stream, first.consumer);
       const ackWaitMs = Math.floor((info.config.ack_wait ?? 30e9) / 1e6);
       const md = info.config.max_deliver ?? -1;
       const maxDeliver = md > 0 ? md : Number.MAX_SAFE_INTEGER;
       if (info.config.backoff?.length) {
         log.warn(
-          { consumer: o.consumer },
+          { consumer: first.consumer },
           "consumer has a server-side backoff: it overrides ack_wait; remove it (delays come from nak)",
         );
       }
@@ -158,8 +192,7 @@ export function createWorker(o: WorkerOptions): Worker {
         ackWaitMs,
         probeIntervalMs: o.breaker.probeIntervalMs,
       };
-      const consumer = await o.js.consumers.get(o.stream, o.consumer);
-      const handle = async (m: JsMsg) => {
+      const handle = async (m: WorkMsg, lane: Lane) => {
         obs?.inflight(puller?.inFlight ?? 0);
         const f = await handleMessage(m, {
           chat: o.chat,
@@ -170,19 +203,27 @@ export function createWorker(o: WorkerOptions): Worker {
           signal: hardStop.signal,
           onRetry: (x) => obs?.retry(x),
           ...(o.limiter ? { limiter: o.limiter } : {}),
+          ...(o.tenantGate ? { tenantGate: o.tenantGate } : {}),
+          ...(o.tenantLimiter ? { tenantLimiter: o.tenantLimiter } : {}),
           quietDelay: () => puller?.quietDelay() ?? 0,
+          lane,
         });
         obs?.finished(f);
         logFinished(log, f);
         obs?.inflight((puller?.inFlight ?? 1) - 1);
       };
-      puller = new SlotPuller(
-        consumer,
+      puller = new LanePuller(
+        o.nc,
+        o.jsm,
+        o.stream,
+        o.lanes,
         handle,
         {
           capacity: o.concurrency,
           expiresMs: o.pullExpiresMs,
+          pollMs: o.lanePollMs,
           pausedNakDelayMs: o.breaker.probeIntervalMs,
+          ...(o.tenantGate ? { tenantBlocked: (t: string) => o.tenantGate!.blocked(t) } : {}),
         },
         log,
       );
@@ -193,8 +234,8 @@ export function createWorker(o: WorkerOptions): Worker {
         o.out,
         {
           stream: o.stream,
-          consumer: o.consumer,
-          queue: o.consumer,
+          consumer: "*",
+          queue: o.poisonConsumer,
           poisonStream: o.poisonStream,
           poisonConsumer: o.poisonConsumer,
           onPoison: (id) => obs?.poison(id),
@@ -213,7 +254,7 @@ export function createWorker(o: WorkerOptions): Worker {
       log.info(
         {
           stream: o.stream,
-          consumer: o.consumer,
+          lanes: o.lanes.map((l) => l.consumer),
           concurrency: o.concurrency,
           ackWaitMs,
           maxDeliver,
@@ -247,6 +288,7 @@ export function createWorker(o: WorkerOptions): Worker {
             hardStop.abort();
             await idle;
           }
+          p.close();
         }
         state = "STOPPED";
       })();

@@ -22,7 +22,8 @@ import type { Config } from "../../src/config/schema.js";
 import { createLogger, type Logger } from "../../src/log.js";
 import { startProxy, type Proxy, type ProxyDeps } from "../../src/main.js";
 import { createClient, type ProxyClient } from "../../src/client/client.js";
-import { applyDefinitions, loadDefinitions } from "../../src/nats/streams.js";
+import { applyDefinitions } from "../../src/nats/streams.js";
+import { definitionsFor } from "../../src/nats/definitions.js";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -99,7 +100,7 @@ export async function startTestProxy(o: TestProxyOptions): Promise<Proxy> {
     "worker.nak_delay_ms": 100,
     "worker.nak_delay_max_ms": 1000,
     "worker.shutdown_grace_ms": 2000,
-    "worker.pull_expires_ms": 2000,
+    "worker.pull_expires_ms": 1000,
     ...o.flags,
   });
   // TEST_LOG=debug TEST_LOG_FILE=/tmp/x.log keeps the proxy's logs while debugging a test.
@@ -248,7 +249,12 @@ export async function eventually(
   }
 }
 
-/** Creates the streams and the consumer from a definitions directory. */
-export async function applyStreams(nc: NatsConnection, dir: string): Promise<void> {
-  await applyDefinitions(await jetstreamManager(nc), loadDefinitions(dir));
+/** Creates the streams and the lane consumers from a definitions directory (and tenants). */
+export async function applyStreams(
+  nc: NatsConnection,
+  dir: string,
+  flags: Record<string, unknown> = {},
+): Promise<void> {
+  const config = testConfig({ "streams.dir": dir, ...flags });
+  await applyDefinitions(await jetstreamManager(nc), definitionsFor(config).defs);
 }

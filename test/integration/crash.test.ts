@@ -31,7 +31,8 @@ import { DeadLetters } from "../../src/client/dlq.js";
 import type { ResultView } from "../../src/protocol/result.js";
 
 const REQUESTS = "OPENAI_REQUESTS";
-const CONSUMER = "openai-proxy";
+// client.submit queues at priority normal for the default tenant.
+const CONSUMER = "openai-proxy-default-normal";
 const READY = /nats-openai-proxy serving/;
 
 interface Rig {

@@ -98,7 +98,7 @@ async function settled(): Promise<void> {
   await eventually(
     async () => {
       const q = await jsm.streams.info("OPENAI_REQUESTS");
-      const c = await jsm.consumers.info("OPENAI_REQUESTS", "openai-proxy");
+      const c = await jsm.consumers.info("OPENAI_REQUESTS", "openai-proxy-default-normal");
       state = JSON.stringify({
         q: q.state,
         pending: c.num_pending,

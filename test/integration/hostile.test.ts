@@ -3,7 +3,7 @@
  * keeps serving, the metrics count it, and nothing accepted is lost. Backpressure: a
  * full queue refuses with 503 and every accepted request still completes.
  */
-import { jetstreamManager, jetstream } from "@nats-io/jetstream";
+import { jetstreamManager, jetstream, type StoredMsg } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
@@ -200,9 +200,27 @@ describe("hostile input", () => {
     h.set("Content-Type", "application/json");
     // The error body of a refused request would be a valid purge request.
     h.set("Reply-To", "$JS.API.STREAM.PURGE.OPENAI_RESULTS");
-    await jetstream(nc).publish("openai.requests.two.tokens", sc.encode("{}"), { headers: h });
-    const r = await client.result("tokens", { wait: true, timeoutMs: 10_000 });
-    expect(r).toMatchObject({ ok: false, code: 400 });
+    // A subject with an unknown tenant and priority: no lane serves it, so the stream
+    // does not even accept it (nothing is stored that no consumer would settle).
+    await expect(
+      jetstream(nc).publish("openai.requests.two.tokens.x", sc.encode("{}"), { headers: h }),
+    ).rejects.toThrow(/no responders|jetstream is not enabled/);
+    // A lane subject whose id token is refused: answered with 400, never into the Reply-To.
+    await jetstream(nc).publish("openai.requests.default.high.bad%id", sc.encode("{}"), {
+      headers: h,
+    });
+    let stored: StoredMsg | null = null;
+    await eventually(
+      async () => {
+        stored = await jsm.streams.getMessage("OPENAI_RESULTS", {
+          last_by_subj: "openai.results.bad%id",
+        });
+        return stored !== null;
+      },
+      10_000,
+      "the error result",
+    );
+    expect(stored!.header.get("Nats-Service-Error-Code")).toBe("400");
     expect((await jsm.streams.info("OPENAI_RESULTS")).state.messages).toBe(before + 1);
     expect((await client.result("keep-me"))?.ok).toBe(true);
   });

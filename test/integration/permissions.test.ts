@@ -23,11 +23,19 @@ import {
   type NatsServerHandle,
   type NkeyUser,
 } from "../helpers/nats-server.js";
-import { eventually, makeStreamsDir, ROOT, spawnCli, startTestProxy } from "../helpers/proxy.js";
+import {
+  eventually,
+  makeStreamsDir,
+  ROOT,
+  spawnCli,
+  startTestProxy,
+  testConfig,
+} from "../helpers/proxy.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
 import { createClient, type ProxyClient } from "../../src/client/client.js";
 import { DeadLetters } from "../../src/client/dlq.js";
-import { applyDefinitions, loadDefinitions } from "../../src/nats/streams.js";
+import { applyDefinitions } from "../../src/nats/streams.js";
+import { definitionsFor } from "../../src/nats/definitions.js";
 import type { Proxy } from "../../src/main.js";
 
 const sc = {
@@ -166,7 +174,10 @@ beforeAll(async () => {
   // The operator creates the streams; the proxy may not (it only checks that they exist).
   operatorNc = await connectAs(users.operator, "operator");
   const operatorJsm = await jetstreamManager(operatorNc);
-  await applyDefinitions(operatorJsm, loadDefinitions(streams.dir));
+  await applyDefinitions(
+    operatorJsm,
+    definitionsFor(testConfig({ "streams.dir": streams.dir })).defs,
+  );
   deadLetters = new DeadLetters(operatorNc, operatorJsm, {
     dlqStream: "OPENAI_DLQ",
     dlqPrefix: "openai.dlq",
@@ -322,8 +333,20 @@ describe("least privilege: the roles of docs/security.md on a server enforcing t
         ["purge the queue", () => jsm.streams.purge("OPENAI_REQUESTS")],
         ["purge the results", () => jsm.streams.purge("OPENAI_RESULTS")],
         ["delete the DLQ", () => jsm.streams.delete("OPENAI_DLQ")],
-        ["delete the consumer", () => jsm.consumers.delete("OPENAI_REQUESTS", "openai-proxy")],
-        ["pull the proxy's work", () => js.consumers.get("OPENAI_REQUESTS", "openai-proxy")],
+        [
+          "delete the consumer",
+          () => jsm.consumers.delete("OPENAI_REQUESTS", "openai-proxy-default-normal"),
+        ],
+        [
+          "pull the proxy's work",
+          // Reading a lane's depth is allowed (max_queued); pulling from it is not.
+          () =>
+            nc.request(
+              "$JS.API.CONSUMER.MSG.NEXT.OPENAI_REQUESTS.openai-proxy-default-normal",
+              JSON.stringify({ batch: 1, no_wait: true }),
+              { timeout: 2000 },
+            ),
+        ],
       ];
       for (const [what, attempt] of attempts) {
         await expect(attempt(), what).rejects.toThrow(DENIED);
@@ -338,7 +361,9 @@ describe("least privilege: the roles of docs/security.md on a server enforcing t
     });
     expect(results.state.subjects ?? {}).toEqual({});
     expect((await jsm.streams.info("OPENAI_DLQ")).state.messages).toBe(1); // the poison only
-    expect((await jsm.consumers.info("OPENAI_REQUESTS", "openai-proxy")).name).toBe("openai-proxy");
+    expect((await jsm.consumers.info("OPENAI_REQUESTS", "openai-proxy-default-normal")).name).toBe(
+      "openai-proxy-default-normal",
+    );
     expect(await submitter.result("secret-1")).toMatchObject({ ok: true });
   });
 
@@ -355,7 +380,7 @@ describe("least privilege: the roles of docs/security.md on a server enforcing t
     const info = await cli(users.operator, ["streams", "info"]);
     expect(info.code, info.out).toBe(0);
     expect(info.out).toMatch(/stream OPENAI_DLQ: 2 msgs/);
-    expect(info.out).toMatch(/consumer OPENAI_REQUESTS\/openai-proxy: pending 0/);
+    expect(info.out).toMatch(/^\s+default\s+normal\s+0\s+0\s+\d+\s+openai-proxy-default-normal$/m);
     const list = await cli(users.operator, ["dlq", "list"]);
     expect(list.code, list.out).toBe(0);
     expect(list.out).toMatch(/^poison\t500/m);
@@ -385,7 +410,10 @@ describe("least privilege: the roles of docs/security.md on a server enforcing t
     const jsm = await jetstreamManager(operatorNc);
     await jsm.streams.delete("OPENAI_BATCHES");
     await expect(proxy()).rejects.toThrow(/Permissions Violation.*STREAM\.CREATE\.OPENAI_BATCHES/);
-    const reports = await applyDefinitions(jsm, loadDefinitions(streams.dir));
+    const reports = await applyDefinitions(
+      jsm,
+      definitionsFor(testConfig({ "streams.dir": streams.dir })).defs,
+    );
     expect(reports.filter((r) => r.action === "created").map((r) => r.name)).toEqual([
       "OPENAI_BATCHES",
     ]);

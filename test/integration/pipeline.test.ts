@@ -153,7 +153,7 @@ describe("request path", () => {
     const sampler = (async () => {
       while (sampling) {
         maxInFlight = Math.max(maxInFlight, started.proxy?.worker.inFlight ?? 0);
-        const ci = await jsm.consumers.info("OPENAI_REQUESTS", "openai-proxy");
+        const ci = await jsm.consumers.info("OPENAI_REQUESTS", "openai-proxy-default-normal");
         maxAckPending = Math.max(maxAckPending, ci.num_ack_pending);
         await new Promise((r) => setTimeout(r, 20));
       }
