@@ -14,6 +14,7 @@ import { createNodeFetch } from "./llm/node-fetch.js";
 import type { Logger } from "./log.js";
 import { checkServer, connectNats } from "./nats/connect.js";
 import { definitionsFor } from "./nats/definitions.js";
+import { laneDepths } from "./nats/depths.js";
 import { applyDefinitions, formatReport } from "./nats/streams.js";
 import { createTenantGate } from "./worker/tenant-gate.js";
 import { tenantAdmission } from "./nats/tenants.js";
@@ -79,8 +80,9 @@ export async function startProxy(
         timeoutMs: o.timeout_ms,
         ...(o.transport === "node" ? { fetch: createNodeFetch() } : {}),
       });
-    const metrics = createMetrics();
+    const metrics = createMetrics(Object.keys(config.tenants));
     metrics.setDlqSize(async () => (await jsm.streams.info(s.dlq)).state.messages);
+    metrics.setLaneDepths(() => laneDepths(jsm, s.requests, lanes));
     const natsOut = natsOutputs(nc, js, jsm, {
       results: s.results,
       resultsPrefix: s.results_prefix,

@@ -6,6 +6,7 @@ import type { BreakerState } from "../worker/breaker.js";
 import type { Failure } from "../worker/errors.js";
 import type { Finished } from "../worker/handle.js";
 import type { WorkerObserver } from "../worker/worker.js";
+import type { LaneDepth } from "../nats/depths.js";
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
@@ -14,21 +15,30 @@ export interface Metrics extends WorkerObserver {
   shim(accepted: boolean, code?: number): void;
   /** async source of the DLQ size, read at scrape time */
   setDlqSize(fn: () => Promise<number>): void;
+  /** async source of the queue depth per lane, read at scrape time */
+  setLaneDepths(fn: () => Promise<LaneDepth[]>): void;
 }
 
-/** Creates the registry and every metric. */
-export function createMetrics(): Metrics {
+/**
+ * Creates the registry and every metric.
+ * @param tenants the configured tenant names: only these become label values (a
+ *   request for any other is counted as "other"), so labels stay bounded
+ */
+export function createMetrics(tenants: readonly string[] = ["default"]): Metrics {
+  const known = new Set(tenants);
+  const tenantLabel = (t: string) => (known.has(t) ? t : "other");
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "openai_proxy_process_" });
   const requests = new Counter({
     name: "openai_proxy_requests_total",
-    help: "Finished deliveries by outcome and model",
-    labelNames: ["outcome", "model"],
+    help: "Finished deliveries by outcome, model, tenant and priority",
+    labelNames: ["outcome", "model", "tenant", "priority"],
     registers: [registry],
   });
   const queueWait = new Histogram({
     name: "openai_proxy_queue_wait_seconds",
-    help: "Time from enqueue to delivery",
+    help: "Time from enqueue to delivery, by tenant and priority",
+    labelNames: ["tenant", "priority"],
     buckets: BUCKETS,
     registers: [registry],
   });
@@ -93,13 +103,30 @@ export function createMetrics(): Metrics {
       }
     },
   });
+  let laneDepths: (() => Promise<LaneDepth[]>) | undefined;
+  new Gauge({
+    name: "openai_proxy_queue_depth",
+    help: "Requests waiting in each lane (tenant and priority), read from its consumer",
+    labelNames: ["tenant", "priority"],
+    registers: [registry],
+    async collect() {
+      if (!laneDepths) return;
+      try {
+        for (const d of await laneDepths())
+          this.set({ tenant: tenantLabel(d.tenant), priority: d.priority }, d.pending);
+      } catch {
+        // NATS away: keep the last values.
+      }
+    },
+  });
   breaker.set(0);
 
   return {
     registry,
     finished(f: Finished) {
-      requests.inc({ outcome: f.outcome, model: f.model });
-      queueWait.observe(f.queueWaitMs / 1000);
+      const lane = { tenant: tenantLabel(f.tenant), priority: f.priority };
+      requests.inc({ outcome: f.outcome, model: f.model, ...lane });
+      queueWait.observe(lane, f.queueWaitMs / 1000);
       total.observe(f.totalMs / 1000);
       if (f.calls > 0) upstream.observe({ model: f.model }, f.upstreamMs / 1000);
       if (f.outcome === "error") deadLetters.inc({ code: String(f.code ?? 0) });
@@ -124,6 +151,9 @@ export function createMetrics(): Metrics {
     },
     setDlqSize(fn) {
       dlqSize = fn;
+    },
+    setLaneDepths(fn) {
+      laneDepths = fn;
     },
   };
 }

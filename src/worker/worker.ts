@@ -301,6 +301,8 @@ function logFinished(log: Logger, f: Finished): void {
   const line = {
     id: f.id,
     model: f.model,
+    tenant: f.tenant,
+    priority: f.priority,
     outcome: f.outcome,
     attempts: f.attempts,
     calls: f.calls,

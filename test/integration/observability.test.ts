@@ -48,6 +48,9 @@ afterAll(async () => {
   streams.cleanup();
 });
 
+// client.request queues at priority high for the default tenant.
+const LANE = '{tenant="default",priority="high"}';
+
 async function metric(name: string, labels = ""): Promise<number> {
   const text = await (await fetch(`${base}/metrics`)).text();
   const line = text.split("\n").find((l) => l.startsWith(`${name}${labels}`) && !l.startsWith("#"));
@@ -63,22 +66,32 @@ describe("observability", () => {
     );
     // The reply is published just before the ack and the metrics update: wait for them.
     await eventually(
-      async () => (await metric("openai_proxy_queue_wait_seconds_count")) === 4,
+      async () => (await metric("openai_proxy_queue_wait_seconds_count", LANE)) === 4,
       5_000,
       "the metrics of all four requests",
     );
-    expect(await metric("openai_proxy_requests_total", '{outcome="ok",model="gpt-4o-mini"}')).toBe(
-      3,
-    );
     expect(
-      await metric("openai_proxy_requests_total", '{outcome="error",model="gpt-unknown"}'),
+      await metric(
+        "openai_proxy_requests_total",
+        '{outcome="ok",model="gpt-4o-mini",tenant="default",priority="high"}',
+      ),
+    ).toBe(3);
+    expect(
+      await metric(
+        "openai_proxy_requests_total",
+        '{outcome="error",model="gpt-unknown",tenant="default",priority="high"}',
+      ),
     ).toBe(1);
     expect(await metric("openai_proxy_dead_letters_total", '{code="404"}')).toBe(1);
     expect(
       await metric("openai_proxy_tokens_total", '{direction="prompt",model="gpt-4o-mini"}'),
     ).toBe(9);
     expect(await metric("openai_proxy_upstream_seconds_count", '{model="gpt-4o-mini"}')).toBe(3);
-    expect(await metric("openai_proxy_queue_wait_seconds_count")).toBe(4);
+    expect(await metric("openai_proxy_queue_wait_seconds_count", LANE)).toBe(4);
+    // Depth per lane, for configured tenants only.
+    expect(await metric("openai_proxy_queue_depth", LANE)).toBe(0);
+    const text = await (await fetch(`${base}/metrics`)).text();
+    expect(text).toMatch(/openai_proxy_queue_depth\{tenant="default",priority="low"\} 0/);
     expect(await metric("openai_proxy_dlq_messages")).toBe(1);
     expect(await metric("openai_proxy_breaker_open")).toBe(0);
     // One log line per finished request, with the fields operators need.
@@ -96,6 +109,8 @@ describe("observability", () => {
         "prompt_tokens",
         "completion_tokens",
         "outcome",
+        "tenant",
+        "priority",
       ]),
     );
   });
