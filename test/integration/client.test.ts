@@ -75,6 +75,25 @@ describe("submit and result", () => {
     expect(dev.stats().calls).toBe(1); // the duplicate was not queued twice
   });
 
+  it("queues on the lane --priority and --tenant name, and refuses a bad priority or an unknown tenant", async () => {
+    await proxy(); // creates the lanes; stopped below so the request stays queued
+    await Promise.all(proxies.splice(0).map((p) => p.stop(0)));
+    const low = spawnCli(["submit", "lane me", "--id", "cli-low", "--priority", "low"], cliEnv());
+    expect(await low.exited).toBe(0);
+    const jsm = await jetstreamManager(nc);
+    const queued = await jsm.streams.getMessage("OPENAI_REQUESTS", {
+      last_by_subj: "openai.requests.default.low.cli-low",
+    });
+    expect(queued?.subject).toBe("openai.requests.default.low.cli-low");
+    const bad = spawnCli(["submit", "x", "--priority", "urgent"], cliEnv());
+    expect(await bad.exited).toBe(2);
+    expect(bad.stderr()).toMatch(/--priority: priority "urgent" must be one of high, normal, low/);
+    const unknown = spawnCli(["request", "x", "--tenant", "nobody"], cliEnv());
+    expect(await unknown.exited).toBe(1);
+    expect(unknown.stderr()).toMatch(/unknown tenant "nobody": the proxy serves default/);
+    await jsm.streams.purge("OPENAI_REQUESTS");
+  });
+
   it("exits 1 with the error message for an error result", async () => {
     await proxy();
     await client.submit(
