@@ -10,7 +10,7 @@ import {
   type NatsConnection,
 } from "@nats-io/transport-node";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
-import { H } from "../protocol/headers.js";
+import { CLIENT_HEADERS, H } from "../protocol/headers.js";
 import { subjectFor } from "../protocol/subjects.js";
 import type { Encoded } from "../protocol/result.js";
 
@@ -69,7 +69,7 @@ export function natsOutputs(
       if (pa.duplicate) {
         // A copy of the headers: nats.js writes msgID into the headers object, and the
         // reply that follows must still carry Nats-Msg-Id = id.
-        const h = copyHeaders(r.headers);
+        const h = cloneHeaders(r.headers);
         await js.publish(subject, r.data, { headers: h, msgID: `${id}.${nuid.next()}` });
       }
     },
@@ -103,20 +103,20 @@ export function natsOutputs(
   };
 }
 
-/** A mutable copy of message headers, dropping the server's own stream headers. */
+/**
+ * A mutable copy of a request's client headers: only those in `CLIENT_HEADERS`, never a
+ * client's `Nats-*` header (see there). For dead letters, re-queues, replays and the shim.
+ */
 export function copyHeaders(src: MsgHdrs | undefined): MsgHdrs {
   const h = natsHeaders();
   if (!src) return h;
-  for (const [k, vs] of src) {
-    if (
-      k.startsWith("Nats-Stream") ||
-      k === "Nats-Subject" ||
-      k === "Nats-Sequence" ||
-      k === "Nats-Time-Stamp" ||
-      k === "Nats-Last-Sequence"
-    )
-      continue;
-    for (const v of vs) h.append(k, v);
-  }
+  for (const k of CLIENT_HEADERS) for (const v of src.values(k)) h.append(k, v);
+  return h;
+}
+
+/** A mutable copy of every header of a message the proxy built itself (a result). */
+export function cloneHeaders(src: MsgHdrs): MsgHdrs {
+  const h = natsHeaders();
+  for (const [k, vs] of src) for (const v of vs) h.append(k, v);
   return h;
 }
