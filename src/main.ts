@@ -65,6 +65,8 @@ export async function startProxy(
         apiKey: o.api_key,
         baseURL: o.base_url || undefined,
         timeoutMs: o.timeout_ms,
+        streamIdleTimeoutMs: o.stream_idle_timeout_ms,
+        callDeadlineMs: o.call_deadline_ms,
         ...(o.transport === "node" ? { fetch: createNodeFetch() } : {}),
       });
     const metrics = createMetrics();
@@ -127,6 +129,7 @@ export async function startProxy(
         retryMaxMs: o.retry_max_ms,
         nakDelayMs: w.nak_delay_ms,
         nakDelayMaxMs: w.nak_delay_max_ms,
+        maxDeliveryMs: w.max_delivery_ms,
         requestsPrefix: s.requests_prefix,
         reservedPrefixes,
       },

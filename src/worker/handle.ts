@@ -31,6 +31,8 @@ export interface HandleSettings {
   nakDelayMs: number;
   nakDelayMaxMs: number;
   probeIntervalMs: number;
+  /** the longest one delivery may keep its message alive with working() */
+  maxDeliveryMs: number;
   /** the request subject prefix (a request lives at `<prefix>.<id>`) */
   requestsPrefix: string;
   /** subject prefixes a Reply-To may not point into (the proxy's own streams) */
@@ -86,17 +88,24 @@ export async function handleMessage(m: JsMsg, deps: HandleDeps): Promise<Finishe
   // abort listener per call and never removes it, and listeners piling up on one
   // long-lived signal leak memory and make every add slower (seen: 460 MB, 70 req/s
   // after 100k requests).
+  // It also ends a delivery that outlives worker.max_delivery_ms; settleFailure tells the
+  // two apart by the shutdown signal itself.
   const local = new AbortController();
   const relay = () => local.abort();
   deps.signal.addEventListener("abort", relay, { once: true });
   try {
-    return await handleOne(m, { ...deps, signal: local.signal });
+    return await handleOne(m, { ...deps, signal: local.signal }, deps.signal, local);
   } finally {
     deps.signal.removeEventListener("abort", relay);
   }
 }
 
-async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
+async function handleOne(
+  m: JsMsg,
+  d: HandleDeps,
+  shutdown: AbortSignal,
+  local: AbortController,
+): Promise<Finished> {
   const started = Date.now();
   const id = idFromSubject(m.subject);
   const attempts = m.info.deliveryCount;
@@ -132,6 +141,15 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
     },
     Math.max(250, Math.floor(s.ackWaitMs / 3)),
   );
+  // working() may not keep one delivery alive for ever (a stall nothing else caught): past
+  // the cap, stop it and end the attempt as a transient failure. The slot frees, and the
+  // usual nak / max_deliver path applies.
+  let capped = false;
+  const cap = setTimeout(() => {
+    capped = true;
+    clearInterval(keepAlive);
+    local.abort();
+  }, s.maxDeliveryMs);
   try {
     // Reply-To first: no answer, not even an error, may go to a refused subject.
     const replyProblem = replyTo ? replyToProblem(replyTo, s.reservedPrefixes) : undefined;
@@ -196,10 +214,18 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
       u ? { promptTokens: u.prompt_tokens, completionTokens: u.completion_tokens } : {},
     );
   } catch (e) {
-    const f = classify(e, model);
+    const f = capped
+      ? new Failure(
+          "transient",
+          Code.gatewayTimeout,
+          `delivery exceeded worker.max_delivery_ms (${s.maxDeliveryMs} ms)`,
+          undefined,
+          { cause: e },
+        )
+      : classify(e, model);
     if (upstreamStart > 0 && upstreamMs === 0) upstreamMs = Date.now() - upstreamStart;
     try {
-      return await settleFailure(m, d, f, { id, kind, model, attempts, replyTo }, fin);
+      return await settleFailure(m, d, f, { id, kind, model, attempts, replyTo, shutdown }, fin);
     } catch (e2) {
       // Could not write the verdict (NATS trouble): leave the message to redeliver.
       d.log.warn({ id, err: e2 }, "could not settle a failed request; it will be redelivered");
@@ -212,6 +238,7 @@ async function handleOne(m: JsMsg, d: HandleDeps): Promise<Finished> {
     }
   } finally {
     clearInterval(keepAlive);
+    clearTimeout(cap);
   }
 }
 
@@ -221,6 +248,8 @@ interface Ctx {
   model: string;
   attempts: number;
   replyTo: string;
+  /** the worker's shutdown signal (d.signal also aborts at worker.max_delivery_ms) */
+  shutdown: AbortSignal;
 }
 
 async function settleFailure(
@@ -232,7 +261,7 @@ async function settleFailure(
 ): Promise<Finished> {
   const s = d.settings;
   const errInfo = { code: f.code, error: f.message };
-  if (d.signal.aborted) {
+  if (c.shutdown.aborted) {
     // Shutting down: hand it back for another instance, after our own pulls expired.
     m.nak(d.quietDelay?.() ?? 0);
     return fin("aborted", errInfo);
