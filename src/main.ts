@@ -89,6 +89,8 @@ export async function startProxy(
       config.limits.subject_prefix,
       config.nats.subject,
     ];
+    // Permit streams are replicated like the queue they guard.
+    const replicas = (await jsm.streams.info(s.requests)).config.num_replicas;
     const limiter = createRateLimiter(
       nc,
       js,
@@ -97,6 +99,7 @@ export async function startProxy(
         limits: config.limits.models,
         streamPrefix: config.limits.stream_prefix,
         subjectPrefix: config.limits.subject_prefix,
+        replicas,
       },
       log,
     );

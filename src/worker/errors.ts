@@ -12,8 +12,11 @@ import { requestedDelay } from "./backoff.js";
  * - `auth`: the proxy's credentials are refused (401/403): pause, never dead-letter.
  * - `expired`: the request's Expires-At has passed: dead-letter with 408.
  * - `poison`: the request crashed workers until max_deliver: dead-letter.
+ * - `infra`: the proxy's own machinery failed (the rate limiter, NATS writes), not the
+ *   request nor the API: pause (nak with a delay, re-queue on the last delivery), never
+ *   a verdict.
  */
-export type FailureKind = "transient" | "permanent" | "auth" | "expired" | "poison";
+export type FailureKind = "transient" | "permanent" | "auth" | "expired" | "poison" | "infra";
 
 export class Failure extends Error {
   override readonly name = "Failure";

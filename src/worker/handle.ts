@@ -298,6 +298,8 @@ async function settleFailure(
     case "auth":
       d.breaker.open(f.message);
       return pause(m, d, c, Math.max(f.retryAfterMs ?? 0, s.probeIntervalMs), fin, errInfo);
+    case "infra":
+      return pause(m, d, c, nakDelay(c.attempts, s.nakDelayMs, s.nakDelayMaxMs), fin, errInfo);
     case "transient": {
       if (d.breaker.isOpen) return pause(m, d, c, s.probeIntervalMs, fin, errInfo);
       if (c.attempts >= s.maxDeliver) return verdict();
@@ -312,9 +314,9 @@ async function settleFailure(
 }
 
 /**
- * No verdict while the API is down or refuses our key: nak with a delay. On the last
- * allowed delivery, re-queue a fresh copy instead, so an outage never exhausts
- * max_deliver and never fills the DLQ.
+ * No verdict while the API is down or refuses our key, or the proxy's own machinery
+ * fails: nak with a delay. On the last allowed delivery, re-queue a fresh copy instead,
+ * so an outage never exhausts max_deliver and never fills the DLQ.
  */
 async function pause(
   m: JsMsg,
@@ -359,7 +361,21 @@ async function callWithRetries(
         throw new AbortError(
           new Failure("transient", Code.unavailable, `API unavailable: ${d.breaker.reason}`),
         );
-      await d.limiter?.acquire(req.params.model, d.signal);
+      try {
+        await d.limiter?.acquire(req.params.model, d.signal);
+      } catch (e) {
+        // The limiter's streams and subjects are the proxy's own, not the request's fault.
+        const why = e instanceof Error ? e.message : String(e);
+        throw new AbortError(
+          new Failure(
+            "infra",
+            Code.unavailable,
+            `rate limiter unavailable for model "${req.params.model}": ${why}`,
+            undefined,
+            { cause: e },
+          ),
+        );
+      }
       counted();
       try {
         const r = await d.chat.complete(req.params, {
