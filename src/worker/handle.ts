@@ -81,6 +81,8 @@ export interface HandleDeps {
 }
 
 const enc = new TextEncoder();
+/** Tries to store one result before the delivery is handed back (see storeResult). */
+export const STORE_ATTEMPTS = 5;
 
 /** Handles one delivery; never throws. */
 export async function handleMessage(m: JsMsg, deps: HandleDeps): Promise<Finished> {
@@ -202,7 +204,8 @@ async function handleOne(
     if (streaming) out.headers.set(H.stream, STREAM_DONE);
     out.headers.set(H.requestSeq, String(m.seq));
     carryHeaders(m.headers, out.headers);
-    await d.out.storeResult(id, out);
+    // From here on the API has answered: a failure is ours, never worth another call.
+    await storeResult(d, id, out);
     if (replyTo) {
       d.out.reply(replyTo, out);
       await d.out.flush();
@@ -224,17 +227,32 @@ async function handleOne(
         )
       : classify(e, model);
     if (upstreamStart > 0 && upstreamMs === 0) upstreamMs = Date.now() - upstreamStart;
+    const ctx = { id, kind, model, attempts, replyTo, shutdown };
     try {
-      return await settleFailure(m, d, f, { id, kind, model, attempts, replyTo, shutdown }, fin);
+      return await settleFailure(m, d, f, ctx, fin);
     } catch (e2) {
-      // Could not write the verdict (NATS trouble): leave the message to redeliver.
-      d.log.warn({ id, err: e2 }, "could not settle a failed request; it will be redelivered");
+      // Could not write the verdict (NATS trouble): infrastructure, not the request's
+      // fault. Hand it back without a verdict, re-queued on the last deliveries so it
+      // does not end as poison.
+      d.log.warn({ id, err: e2 }, "could not settle a failed request; handing it back");
+      const errInfo = { code: f.code, error: f.message };
       try {
-        m.nak(s.nakDelayMs);
+        return await pause(
+          m,
+          d,
+          ctx,
+          nakDelay(attempts, s.nakDelayMs, s.nakDelayMaxMs),
+          fin,
+          errInfo,
+        );
       } catch {
-        // Connection gone: ack_wait brings it back.
+        try {
+          m.nak(s.nakDelayMs);
+        } catch {
+          // Connection gone: ack_wait brings it back.
+        }
+        return fin("retry", errInfo);
       }
-      return fin("retry", { code: f.code, error: f.message });
     }
   } finally {
     clearInterval(keepAlive);
@@ -282,7 +300,7 @@ async function settleFailure(
       model: c.model,
     });
     carryHeaders(m.headers, err.headers);
-    await d.out.storeResult(c.id, err);
+    await storeResult(d, c.id, err);
     if (c.replyTo) {
       d.out.reply(c.replyTo, err);
       await d.out.flush();
@@ -333,6 +351,37 @@ async function pause(
   }
   m.nak(Math.max(delay, d.quietDelay?.() ?? 0));
   return fin("paused", errInfo);
+}
+
+/**
+ * Stores a result, retrying a failed store in-process (bounded backoff; working() keeps
+ * the message alive) rather than letting a redelivery call the API again. What can never
+ * be stored (too large, a header that cannot be encoded) throws as it is, a permanent
+ * failure; a store that keeps failing throws an `infra` Failure: the delivery is handed
+ * back, never answered with an error.
+ */
+async function storeResult(d: HandleDeps, id: string, r: Encoded): Promise<void> {
+  const s = d.settings;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await d.out.storeResult(id, r);
+      return;
+    } catch (e) {
+      if (classify(e).kind === "permanent") throw e;
+      if (attempt >= STORE_ATTEMPTS || d.signal.aborted) {
+        const why = e instanceof Error ? e.message : String(e);
+        throw new Failure(
+          "infra",
+          Code.unavailable,
+          `could not store the result (${attempt} attempts): ${why}`,
+          undefined,
+          { cause: e },
+        );
+      }
+      d.log.debug({ id, attempt, err: e }, "storing the result failed; retrying");
+      await sleep(backoffDelay(attempt, { minMs: s.retryMinMs, maxMs: s.retryMaxMs }), d.signal);
+    }
+  }
 }
 
 async function callWithRetries(

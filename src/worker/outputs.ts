@@ -12,7 +12,8 @@ import {
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { CLIENT_HEADERS, H } from "../protocol/headers.js";
 import { subjectFor } from "../protocol/subjects.js";
-import type { Encoded } from "../protocol/result.js";
+import { encodedSize, type Encoded } from "../protocol/result.js";
+import { Code, RequestError } from "../protocol/codes.js";
 
 export interface StoredMessage {
   headers: MsgHdrs | undefined;
@@ -20,7 +21,10 @@ export interface StoredMessage {
 }
 
 export interface Outputs {
-  /** Stores the result as `<results>.<id>` and resolves on its PubAck. */
+  /**
+   * Stores the result as `<results>.<id>` and resolves on its PubAck. Throws a
+   * RequestError (413) for a result larger than the server's max_payload.
+   */
   storeResult(id: string, r: Encoded): Promise<void>;
   /** Publishes to a reply subject (core NATS, fire and forget). */
   reply(subject: string, r: Encoded): void;
@@ -62,6 +66,14 @@ export function natsOutputs(
 ): Outputs {
   return {
     async storeResult(id, r) {
+      const max = nc.info?.max_payload ?? 0;
+      const size = encodedSize(r);
+      if (max > 0 && size > max) {
+        throw new RequestError(
+          Code.tooLarge,
+          `the answer is ${size} bytes, more than the NATS server's max_payload (${max} bytes), so it can be neither stored nor sent: ask for a shorter answer (max_tokens or max_completion_tokens, fewer choices) or raise max_payload in the nats-server configuration`,
+        );
+      }
       const subject = subjectFor(n.resultsPrefix, id);
       const pa = await js.publish(subject, r.data, { headers: r.headers });
       // Results keep Nats-Msg-Id = id, and the stream dedupes only for 100 ms; a new
