@@ -121,6 +121,15 @@ export function encodeError(kind: "text" | "json", meta: ErrorMeta): Encoded {
   return { headers: h, data: enc.encode(JSON.stringify(body)) };
 }
 
+/**
+ * True when a stored result is a success produced by the request message with stream
+ * sequence `seq` (`Proxy-Request-Seq`): that message was answered. Any other result (an
+ * error, or another message's success under the same id) says nothing about it.
+ */
+export function isSuccessOf(h: MsgHdrs | undefined, seq: number): boolean {
+  return h !== undefined && h.get(H.serviceErrorCode) === "" && h.get(H.requestSeq) === String(seq);
+}
+
 /** Request headers a result carries back (batch bookkeeping). */
 export const CARRIED_HEADERS: readonly string[] = [H.batchId, H.customId];
 

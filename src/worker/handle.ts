@@ -11,7 +11,13 @@ import { UpstreamError, type ChatClient, type ChatResult } from "../llm/chat-cli
 import { Code, RequestError } from "../protocol/codes.js";
 import { H, isJsonType, JSON_TYPE, STREAM_DELTA, STREAM_DONE } from "../protocol/headers.js";
 import { decodeRequest, parseExpiresAt, type DecodedRequest } from "../protocol/request.js";
-import { carryHeaders, encodeError, encodeSuccess, type Encoded } from "../protocol/result.js";
+import {
+  carryHeaders,
+  encodeError,
+  encodeSuccess,
+  isSuccessOf,
+  type Encoded,
+} from "../protocol/result.js";
 import { idFromSubject, idProblem, replyToProblem } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
 import { backoffDelay, nakDelay } from "./backoff.js";
@@ -171,11 +177,7 @@ async function handleOne(
       const prev = await d.out.lookupResult(id);
       // Only this message's own success: a different message reusing the id must not
       // receive someone else's answer.
-      if (
-        prev &&
-        prev.headers?.get(H.serviceErrorCode) === "" &&
-        prev.headers.get(H.requestSeq) === String(m.seq)
-      ) {
+      if (prev && isSuccessOf(prev.headers, m.seq)) {
         if (replyTo) {
           d.out.reply(replyTo, { headers: prev.headers ?? natsHeaders(), data: prev.data });
           await d.out.flush();

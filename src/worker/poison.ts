@@ -16,7 +16,7 @@ import type {
 import { sleep } from "./sleep.js";
 import { Code } from "../protocol/codes.js";
 import { H, isJsonType } from "../protocol/headers.js";
-import { carryHeaders, encodeError } from "../protocol/result.js";
+import { carryHeaders, encodeError, isSuccessOf } from "../protocol/result.js";
 import { idFromSubject, replyToProblem } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
 import type { Outputs } from "./outputs.js";
@@ -125,7 +125,11 @@ function parseAdvisory(data: Uint8Array): Advisory | undefined {
   }
 }
 
-async function deadLetterPoison(
+/**
+ * Settles the message a MAX_DELIVERIES advisory names (by its stream sequence).
+ * Exported for tests.
+ */
+export async function deadLetterPoison(
   jsm: JetStreamManager,
   out: Outputs,
   o: PoisonWatchOptions,
@@ -135,7 +139,22 @@ async function deadLetterPoison(
 ): Promise<void> {
   const sm = await jsm.streams.getMessage(o.stream, { seq });
   if (!sm) return; // already settled (a late ack)
+  if (await answered(out, sm)) {
+    // Its success is stored and was replied; only the ack was lost. Never overwrite it.
+    await deleteQuietly(jsm, o.stream, seq);
+    log.info(
+      { id: idFromSubject(sm.subject), seq, deliveries },
+      "max-delivered message was already answered (its ack was lost): removed from the queue",
+    );
+    return;
+  }
   await deadLetterStored(jsm, out, o, sm, deliveries, log);
+}
+
+/** True when this very message's success is stored (see isSuccessOf). */
+async function answered(out: Outputs, sm: StoredMsg): Promise<boolean> {
+  const prev = await out.lookupResult(idFromSubject(sm.subject));
+  return isSuccessOf(prev?.headers, sm.seq);
 }
 
 async function deadLetterStored(
@@ -173,12 +192,14 @@ async function deleteQuietly(jsm: JetStreamManager, stream: string, seq: number)
 }
 
 export interface SweepReport {
-  /** settled messages a server crash brought back (their result exists): removed */
+  /** answered messages (their own success is stored; the ack was lost, or a server crash brought them back): removed */
   ghosts: number;
   /** older copies superseded by a requeued copy: removed */
   superseded: number;
   /** max-delivered messages whose advisory was missed: dead-lettered */
   poison: number;
+  /** messages that could not be settled this time (left for the next sweep) */
+  failed: number;
 }
 
 /**
@@ -194,7 +215,7 @@ export async function sweepStranded(
   o: PoisonWatchOptions & { filter: string },
   log: Logger,
 ): Promise<SweepReport> {
-  const report: SweepReport = { ghosts: 0, superseded: 0, poison: 0 };
+  const report: SweepReport = { ghosts: 0, superseded: 0, poison: 0, failed: 0 };
   const si = await jsm.streams.info(o.stream);
   const ci = await jsm.consumers.info(o.stream, o.consumer);
   if (si.state.messages <= ci.num_pending + ci.num_ack_pending) return report;
@@ -210,22 +231,29 @@ export async function sweepStranded(
       seq: number;
     });
     if (!sm || sm.seq > floor) break;
-    const id = idFromSubject(sm.subject);
-    if ((await out.lookupResult(id)) !== null) {
-      await deleteQuietly(jsm, o.stream, sm.seq);
-      report.ghosts++;
-    } else if (
-      ((await jsm.streams.getMessage(o.stream, { last_by_subj: sm.subject }))?.seq ?? 0) > sm.seq
-    ) {
-      await deleteQuietly(jsm, o.stream, sm.seq);
-      report.superseded++;
-    } else {
-      await deadLetterStored(jsm, out, o, sm, maxDeliver, log);
-      report.poison++;
+    // Only this message's own success proves it was done; any other stored result (an
+    // old error of a replayed request, another message's success under the id) does not.
+    try {
+      if (await answered(out, sm)) {
+        await deleteQuietly(jsm, o.stream, sm.seq);
+        report.ghosts++;
+      } else if (
+        ((await jsm.streams.getMessage(o.stream, { last_by_subj: sm.subject }))?.seq ?? 0) > sm.seq
+      ) {
+        await deleteQuietly(jsm, o.stream, sm.seq);
+        report.superseded++;
+      } else {
+        await deadLetterStored(jsm, out, o, sm, maxDeliver, log);
+        report.poison++;
+      }
+    } catch (e) {
+      // One message that cannot be settled must not keep the sweep from the others.
+      log.warn({ err: e, seq: sm.seq }, "could not settle a stranded message; next sweep");
+      report.failed++;
     }
     seq = sm.seq + 1;
   }
-  if (report.ghosts + report.superseded + report.poison > 0)
+  if (report.ghosts + report.superseded + report.poison + report.failed > 0)
     log.warn(
       { ...report, stream: o.stream },
       "settled messages stranded below the consumer's ack floor",
