@@ -71,6 +71,7 @@ export async function startProxy(
         else if (r.action !== "unchanged") log.info(formatReport(r));
       }
     }
+    // Permit streams and the tenant bucket are replicated like the queue they guard.
     const replicas = (await jsm.streams.info(s.requests)).config.num_replicas;
     const chat =
       deps.chat ??
@@ -78,6 +79,8 @@ export async function startProxy(
         apiKey: o.api_key,
         baseURL: o.base_url || undefined,
         timeoutMs: o.timeout_ms,
+        streamIdleTimeoutMs: o.stream_idle_timeout_ms,
+        callDeadlineMs: o.call_deadline_ms,
         ...(o.transport === "node" ? { fetch: createNodeFetch() } : {}),
       });
     const metrics = createMetrics(Object.keys(config.tenants));
@@ -109,6 +112,7 @@ export async function startProxy(
         limits: config.limits.models,
         streamPrefix: config.limits.stream_prefix,
         subjectPrefix: config.limits.subject_prefix,
+        replicas,
       },
       log,
     );
@@ -160,7 +164,6 @@ export async function startProxy(
       lanePollMs: w.lane_poll_ms,
       tenantGate,
       tenantLimiter,
-      sweepIntervalMs: w.sweep_interval_ms,
       poisonStream: s.poison,
       poisonConsumer: s.poison_consumer,
       limiter,
@@ -176,6 +179,7 @@ export async function startProxy(
         retryMaxMs: o.retry_max_ms,
         nakDelayMs: w.nak_delay_ms,
         nakDelayMaxMs: w.nak_delay_max_ms,
+        maxDeliveryMs: w.max_delivery_ms,
         requestsPrefix: s.requests_prefix,
         reservedPrefixes,
       },

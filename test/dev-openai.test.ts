@@ -162,6 +162,72 @@ describe("dev-openai test double", () => {
     expect(srv.stats().byPrompt[prompt]).toBe(3);
   });
 
+  it("[[stall:2x1]] streams two events, then keeps the connection open and sends nothing", async () => {
+    const prompt = "stall here [[stall:2x1]]";
+    const stream = await client.chat.completions.create({
+      model: "gpt-4o",
+      stream: true,
+      messages: [{ role: "user", content: prompt }],
+    });
+    const it = stream[Symbol.asyncIterator]();
+    const chunk = async (): Promise<OpenAI.Chat.Completions.ChatCompletionChunk | undefined> => {
+      const r = await it.next();
+      return r.done ? undefined : r.value;
+    };
+    expect((await chunk())?.choices[0]?.delta.role).toBe("assistant");
+    expect((await chunk())?.choices[0]?.delta.content).toBe("(dev-openai ");
+    // Absence of data can only be shown by waiting a while.
+    const third = it.next();
+    const quiet = new Promise((r) => setTimeout(() => r("silence"), 300));
+    expect(await Promise.race([third.then(() => "a chunk"), quiet])).toBe("silence");
+    expect(srv.stats()).toMatchObject({ calls: 1, ok: 0, inFlight: 1 });
+    stream.controller.abort();
+    await third.catch(() => undefined);
+    await vi.waitFor(() => expect(srv.stats().inFlight).toBe(0));
+    expect(srv.stats().failed).toBe(1);
+    // x1: the second call with this prompt streams to the end.
+    const again = await client.chat.completions.create({
+      model: "gpt-4o",
+      stream: true,
+      messages: [{ role: "user", content: prompt }],
+    });
+    let text = "";
+    for await (const c of again) text += c.choices[0]?.delta.content ?? "";
+    expect(text).toBe(PREFIX + prompt);
+    expect(srv.stats()).toMatchObject({ calls: 2, ok: 1 });
+  });
+
+  it("[[stall:0]] on a plain call sends the headers and then nothing", async () => {
+    const ac = new AbortController();
+    const r = await fetch(`${srv.url}/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "gpt-4o",
+        messages: [{ role: "user", content: "headers only [[stall:0]]" }],
+      }),
+      signal: ac.signal,
+    });
+    expect(r.status).toBe(200);
+    const read = r.body!.getReader().read();
+    const quiet = new Promise((res) => setTimeout(() => res("silence"), 300));
+    expect(await Promise.race([read.then(() => "data"), quiet])).toBe("silence");
+    ac.abort();
+    await read.catch(() => undefined);
+    await vi.waitFor(() => expect(srv.stats().inFlight).toBe(0));
+    expect(srv.stats()).toMatchObject({ calls: 1, ok: 0, failed: 1 });
+  });
+
+  it("[[size:N]] answers with exactly N characters of content", async () => {
+    const big = await ask("make it big [[size:5000]]");
+    const content = big.choices[0]?.message.content ?? "";
+    expect(content).toHaveLength(5000);
+    expect(content.startsWith(`${PREFIX}make it big`)).toBe(true);
+    expect(big.usage?.completion_tokens).toBeGreaterThan(700);
+    const small = await ask("cut [[size:10]]");
+    expect(small.choices[0]?.message.content).toBe(PREFIX.slice(0, 10));
+  });
+
   it("exposes Retry-After on injected 429s (queue and marker)", async () => {
     srv.injectFaults({ status: 429, retryAfter: 7 });
     const err = await rejection(ask("limited"));

@@ -46,6 +46,8 @@ export const SCHEMA: Record<string, Leaf> = {
   "openai.engine": { type: "string", default: "gpt-4o-mini", env: ["OPENAI_MODEL"] },
   "openai.base_url": { type: "string", default: "", env: ["OPENAI_BASE_URL"] },
   "openai.timeout_ms": { type: "number", default: 60000, min: 100 },
+  "openai.stream_idle_timeout_ms": { type: "number", default: 30000, min: 100 },
+  "openai.call_deadline_ms": { type: "number", default: 600000, min: 100 },
   "openai.transport": {
     type: "string",
     default: "node",
@@ -77,7 +79,7 @@ export const SCHEMA: Record<string, Leaf> = {
   "worker.nak_delay_ms": { type: "number", default: 2000, min: 0 },
   "worker.nak_delay_max_ms": { type: "number", default: 60000, min: 0 },
   "worker.shutdown_grace_ms": { type: "number", default: 20000, min: 0 },
-  "worker.sweep_interval_ms": { type: "number", default: 60000, min: 0 },
+  "worker.max_delivery_ms": { type: "number", default: 900000, min: 100 },
   "worker.breaker.window": { type: "number", default: 20, min: 1 },
   "worker.breaker.failure_ratio": { type: "number", default: 0.8, min: 0 },
   "worker.breaker.probe_interval_ms": { type: "number", default: 5000, min: 10 },
@@ -123,6 +125,8 @@ export interface Config {
     readonly engine: string;
     readonly base_url: string;
     readonly timeout_ms: number;
+    readonly stream_idle_timeout_ms: number;
+    readonly call_deadline_ms: number;
     readonly transport: string;
     readonly retries: number;
     readonly retry_min_ms: number;
@@ -148,9 +152,9 @@ export interface Config {
     readonly nak_delay_ms: number;
     readonly nak_delay_max_ms: number;
     readonly shutdown_grace_ms: number;
-    readonly sweep_interval_ms: number;
     /** how often the lanes' queue depths are read while the proxy is busy */
     readonly lane_poll_ms: number;
+    readonly max_delivery_ms: number;
     readonly breaker: {
       readonly window: number;
       readonly failure_ratio: number;

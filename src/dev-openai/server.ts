@@ -233,15 +233,23 @@ const TAG_RE = /\[\[tag:([A-Za-z0-9_-]{1,64})\]\]/;
 interface MarkerResult {
   fault: Fault | undefined;
   extraLatencyMs: number;
+  /** send this many SSE events (non-streaming: body bytes) after the headers, then nothing */
+  stallAfter?: number;
+  /** the answer's content is exactly this many characters */
+  size?: number;
 }
 
 const MARKER_RE = /\[\[([^\]]*)\]\]/g;
-const MARKER_PART_RE = /^(status|drop|hang|latency|retry)(?::(\d+))?(?:x(\d+))?$/;
+const MARKER_PART_RE = /^(status|drop|hang|latency|retry|stall|size)(?::(\d+))?(?:x(\d+))?$/;
 
 /**
  * In-band markers let a test in another process target one prompt: `[[status:500x3]]`,
  * `[[status:429x2,retry:2]]`, `[[latency:1500]]`, `[[drop]]`, `[[dropx2]]`, `[[hang]]`.
  * "xN" limits the directive to the first N calls carrying exactly this prompt text.
+ * `[[stall:N]]` answers 200 and then stops sending while keeping the connection open:
+ * a streamed answer after its first N SSE events, a plain one after the headers and the
+ * first N bytes of the body (a stalled upstream). `[[size:N]]` makes the answer's content
+ * exactly N characters (the usual answer, cut or padded with filler words).
  */
 function parseMarkers(text: string, promptCount: number): MarkerResult {
   const result: MarkerResult = { fault: undefined, extraLatencyMs: 0 };
@@ -275,6 +283,13 @@ function parseMarkers(text: string, promptCount: number): MarkerResult {
         case "retry":
           retry = value;
           break;
+        case "stall":
+          if (result.stallAfter === undefined && (count === undefined || promptCount <= count))
+            result.stallAfter = value ?? 0;
+          break;
+        case "size":
+          if (value !== undefined) result.size = value;
+          break;
       }
     }
     if (latency > 0 && (latencyTimes === undefined || promptCount <= latencyTimes)) {
@@ -286,6 +301,14 @@ function parseMarkers(text: string, promptCount: number): MarkerResult {
     }
   }
   return result;
+}
+
+const FILLER = " lorem ipsum dolor sit amet";
+
+/** `text` cut or padded with filler words to exactly `n` characters. */
+function sized(text: string, n: number): string {
+  if (text.length >= n) return text.slice(0, n);
+  return (text + FILLER.repeat(Math.ceil((n - text.length) / FILLER.length))).slice(0, n);
 }
 
 function errorType(status: number): string {
@@ -891,7 +914,11 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
         return;
       }
 
-      const content = ANSWER_PREFIX + prompt;
+      const content =
+        marker?.size === undefined
+          ? ANSWER_PREFIX + prompt
+          : sized(ANSWER_PREFIX + prompt, marker.size);
+      const stallAfter = marker?.stallAfter;
       const completionTokens = countWords(content) * choicesN;
       const totalTokens = promptTokens + completionTokens;
 
@@ -955,7 +982,9 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
           total_tokens: totalTokens,
         };
         headers["openai-processing-ms"] = String(Date.now() - call.start);
-        settle(call, true);
+        // A stalled answer never completes: it counts as failed, and close() or the
+        // client's own timeout ends it.
+        settle(call, stallAfter === undefined);
         if (!stream) {
           const choices = [];
           for (let i = 0; i < choicesN; i++) {
@@ -966,20 +995,26 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
               finish_reason: "stop",
             });
           }
-          sendJson(
-            res,
-            200,
-            {
-              id,
-              object: "chat.completion",
-              created,
-              model,
-              system_fingerprint: "dev-openai",
-              choices,
-              usage,
-            },
-            headers,
-          );
+          const answer = {
+            id,
+            object: "chat.completion",
+            created,
+            model,
+            system_fingerprint: "dev-openai",
+            choices,
+            usage,
+          };
+          if (stallAfter !== undefined) {
+            const body = Buffer.from(JSON.stringify(answer));
+            headers["content-type"] = "application/json";
+            headers["content-length"] = body.length;
+            headers[DOUBLE_HEADER] = DOUBLE_HEADER_VALUE;
+            res.writeHead(200, headers);
+            if (stallAfter > 0) res.write(body.subarray(0, stallAfter));
+            else res.flushHeaders();
+            return;
+          }
+          sendJson(res, 200, answer, headers);
           return;
         }
         const chunk = (choices: unknown[], extra?: Json): string =>
@@ -1023,6 +1058,12 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
         headers["cache-control"] = "no-cache";
         headers[DOUBLE_HEADER] = DOUBLE_HEADER_VALUE;
         res.writeHead(200, headers);
+        if (stallAfter !== undefined) {
+          const sent = events.slice(0, Math.min(stallAfter, events.length - 1));
+          if (sent.length > 0) res.write(sent.join(""));
+          else res.flushHeaders();
+          return;
+        }
         const gap = streamDelayMs;
         if (gap <= 0) {
           res.end(events.join(""));

@@ -1,11 +1,13 @@
 /**
  * `ChatClient` on the official `openai` SDK. SDK retries are off: the worker has the
- * one retry policy. Streaming calls are folded back into one ChatCompletion.
+ * one retry policy. Streaming calls are folded back into one ChatCompletion. Every call
+ * is bounded in time (call-guard.ts): the SDK's timeout stops at the response headers.
  */
 import OpenAI from "openai";
 import type { ChatParams } from "../protocol/request.js";
 import type { CompletionLike, Usage } from "../protocol/result.js";
 import { scrub } from "../config/redact.js";
+import { guardCall, type CallGuard, type Expiry } from "./call-guard.js";
 import {
   UpstreamError,
   type ChatCallOptions,
@@ -17,8 +19,15 @@ export interface OpenAIClientOptions {
   apiKey: string;
   baseURL?: string | undefined;
   timeoutMs: number;
+  /** a streamed answer silent this long (after its headers, between chunks) is cut */
+  streamIdleTimeoutMs?: number;
+  /** the longest one call may take, body included */
+  callDeadlineMs?: number;
   fetch?: typeof fetch;
 }
+
+const DEFAULT_IDLE_MS = 30_000;
+const DEFAULT_DEADLINE_MS = 600_000;
 
 /** The real API (or any OpenAI-compatible server at `baseURL`). */
 export function createOpenAIClient(o: OpenAIClientOptions): ChatClient {
@@ -31,56 +40,89 @@ export function createOpenAIClient(o: OpenAIClientOptions): ChatClient {
     ...(o.fetch ? { fetch: o.fetch } : {}),
   });
   const secrets = [o.apiKey];
-  const wrap = (e: unknown) => toUpstreamError(e, secrets);
+  const limits = {
+    idleMs: o.streamIdleTimeoutMs ?? DEFAULT_IDLE_MS,
+    deadlineMs: o.callDeadlineMs ?? DEFAULT_DEADLINE_MS,
+    onAbort: () => new OpenAI.APIUserAbortError(),
+  };
+  // A limit that cut the call wins over whatever the SDK made of the abort.
+  const wrap = (e: unknown, g: CallGuard) =>
+    g.expired ? expiredError(g.expired, limits) : toUpstreamError(e, secrets);
 
   return {
     async complete(params: ChatParams, opts: ChatCallOptions = {}): Promise<ChatResult> {
+      const g = guardCall(opts.signal, limits);
       try {
-        if (params.stream && opts.onDelta) return await streamed(client, params, opts);
+        if (params.stream && opts.onDelta) return await streamed(client, params, opts, g);
         const body = {
           ...params,
           stream: false,
         } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming;
-        const { data, response } = await client.chat.completions
-          .create(body, { signal: opts.signal })
-          .withResponse();
+        const { data, response } = await g.race(
+          client.chat.completions.create(body, { signal: g.signal }).withResponse(),
+        );
         return {
           completion: data as unknown as CompletionLike,
           upstreamRequestId: response.headers.get("x-request-id") ?? undefined,
           rateHeaders: rateHeaders(response.headers),
         };
       } catch (e) {
-        throw wrap(e);
+        throw wrap(e, g);
+      } finally {
+        g.dispose();
       }
     },
     async probe(signal?: AbortSignal): Promise<void> {
+      const g = guardCall(signal, limits);
       try {
-        await client.models.list({ signal });
+        await g.race(client.models.list({ signal: g.signal }));
       } catch (e) {
-        throw wrap(e);
+        throw wrap(e, g);
+      } finally {
+        g.dispose();
       }
     },
   };
+}
+
+function expiredError(why: Expiry, l: { idleMs: number; deadlineMs: number }): UpstreamError {
+  const message =
+    why === "idle"
+      ? `upstream stream stalled: no data for ${l.idleMs} ms (openai.stream_idle_timeout_ms)`
+      : `upstream call took longer than ${l.deadlineMs} ms (openai.call_deadline_ms)`;
+  return new UpstreamError(message, "timeout", undefined, {});
 }
 
 async function streamed(
   client: OpenAI,
   params: ChatParams,
   opts: ChatCallOptions,
+  g: CallGuard,
 ): Promise<ChatResult> {
   const body = {
     ...params,
     stream: true,
     stream_options: { include_usage: true, ...(params.stream_options as object | undefined) },
   } as unknown as OpenAI.ChatCompletionCreateParamsStreaming;
-  const { data: stream, response } = await client.chat.completions
-    .create(body, { signal: opts.signal })
-    .withResponse();
+  const { data: stream, response } = await g.race(
+    client.chat.completions.create(body, { signal: g.signal }).withResponse(),
+  );
   const acc = new Accumulator();
-  for await (const chunk of stream) {
-    acc.add(chunk);
-    opts.onDelta?.(chunk);
+  const chunks = stream[Symbol.asyncIterator]();
+  g.touch();
+  try {
+    for (;;) {
+      const r = await g.race(chunks.next());
+      if (r.done) break;
+      g.touch();
+      acc.add(r.value);
+      opts.onDelta?.(r.value);
+    }
+  } finally {
+    if (g.signal.aborted) stream.controller.abort();
   }
+  // The SDK ends an aborted stream quietly, as if it were complete: a cut answer is none.
+  if (g.signal.aborted) throw new OpenAI.APIUserAbortError();
   return {
     completion: acc.result(params.model),
     upstreamRequestId: response.headers.get("x-request-id") ?? undefined,

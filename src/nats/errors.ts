@@ -52,6 +52,11 @@ export function isMaxPayload(e: unknown): boolean {
   return e instanceof errors.InvalidArgumentError && /max_payload/.test(e.message);
 }
 
+/** A header nats.js cannot encode (a value with CR or LF, a name with invalid characters). */
+export function isHeaderEncoding(e: unknown): boolean {
+  return e instanceof errors.InvalidArgumentError && /header/.test(e.message);
+}
+
 /** A server-side "no message found" for a delete of a message that is already gone. */
 export function isAlreadyGone(e: unknown): boolean {
   const c = apiErrCode(e);

@@ -25,6 +25,29 @@ export const H = {
   serviceErrorCode: "Nats-Service-Error-Code",
 } as const;
 
+/**
+ * The request headers a client may set that the proxy carries whenever it copies a
+ * request: into a dead letter, a re-queued or replayed copy, and the compat shim's write
+ * into the stream. Nothing else is copied, above all no `Nats-*` header: the server acts
+ * on those at every publish (`Nats-Expected-Stream`, `Nats-Expected-Last-Sequence`,
+ * `Nats-TTL`, `Nats-Rollup`, …), so a client's value would make the proxy's own writes
+ * fail or misbehave. The proxy sets `Nats-Msg-Id` itself where one is needed. Names
+ * match exactly (nats.js header lookups are case-sensitive, and so is the proxy).
+ */
+export const CLIENT_HEADERS: readonly string[] = Object.freeze([
+  H.contentType,
+  H.replyTo,
+  H.expiresAt,
+  H.batchId,
+  H.customId,
+  H.replayOf,
+  "Proxy-Priority",
+  "Proxy-Tenant",
+  "Proxy-Cache",
+  "traceparent",
+  "tracestate",
+]);
+
 /** Content types used on requests and results. */
 export const JSON_TYPE = "application/json";
 export const TEXT_TYPE = "text/plain; charset=utf-8";

@@ -100,6 +100,12 @@ function parseParams(text: string, defaultModel: string): ChatParams {
 
 type FieldCheck = [string, (v: unknown) => boolean, string];
 
+// Model names travel in a header (Openai-Model) and in subjects of the rate limiter: no
+// whitespace or control characters. This covers OpenAI's names and fine-tunes
+// (ft:gpt-4o-mini:org::id), Hugging Face ids (meta-llama/Llama-3.1-8B), Ollama tags
+// (llama3.1:8b) and LiteLLM routes (openai/gpt-4o, vertex_ai/gemini-1.5-pro@001).
+const MODEL_RE = /^[A-Za-z0-9._:/@+-]{1,256}$/;
+
 const isNum = (v: unknown) => typeof v === "number" && Number.isFinite(v);
 const isInt = (v: unknown) => Number.isInteger(v);
 const isStr = (v: unknown) => typeof v === "string";
@@ -141,6 +147,14 @@ export function validateParams(obj: unknown, defaultModel: string): ChatParams {
     throw new RequestError(
       Code.badRequest,
       `"model" must be a non-empty string, got ${describe(obj.model)}`,
+    );
+  }
+  if (!MODEL_RE.test(model)) {
+    throw new RequestError(
+      Code.badRequest,
+      model.length > 256
+        ? `"model" is ${model.length} characters long; the limit is 256`
+        : `"model" may only contain letters, digits and . _ : / @ + - (no whitespace or control characters), got ${describe(model)}`,
     );
   }
   const messages = obj.messages;

@@ -28,6 +28,23 @@ export interface Encoded {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/** A header value from outside (the API's answer): control characters become spaces. */
+function headerSafe(v: string): string {
+  // eslint-disable-next-line no-control-regex
+  return v.replace(/[\x00-\x1f\x7f]+/g, " ");
+}
+
+/**
+ * Bytes a message takes against the server's max_payload: its encoded headers (as
+ * nats.js writes them) plus its body.
+ */
+export function encodedSize(r: Encoded): number {
+  let n = "NATS/1.0\r\n\r\n".length;
+  for (const [k, vs] of r.headers)
+    for (const v of vs) n += 4 + enc.encode(k).length + enc.encode(v).length;
+  return n + r.data.length;
+}
+
 /** The assistant's text of the first choice ("" when absent). */
 export function assistantText(c: CompletionLike): string {
   return c.choices?.[0]?.message?.content ?? "";
@@ -65,8 +82,8 @@ export function encodeSuccess(
   meta: SuccessMeta,
 ): Encoded {
   const h = baseHeaders(meta.id, meta.attempts);
-  if (completion.model) h.set(H.model, completion.model);
-  if (meta.upstreamRequestId) h.set(H.requestId, meta.upstreamRequestId);
+  if (completion.model) h.set(H.model, headerSafe(completion.model));
+  if (meta.upstreamRequestId) h.set(H.requestId, headerSafe(meta.upstreamRequestId));
   if (completion.usage) h.set(H.usage, formatUsage(completion.usage));
   if (kind === "text") {
     h.set(H.contentType, TEXT_TYPE);
@@ -94,7 +111,7 @@ export function encodeError(kind: "text" | "json", meta: ErrorMeta): Encoded {
   const message = meta.message.replace(/[\r\n]+/g, " ");
   h.set(H.serviceError, message);
   h.set(H.serviceErrorCode, String(meta.code));
-  if (meta.model) h.set(H.model, meta.model);
+  if (meta.model) h.set(H.model, headerSafe(meta.model));
   if (kind === "text") {
     h.set(H.contentType, TEXT_TYPE);
     return { headers: h, data: enc.encode(`error ${meta.code}: ${message}`) };
@@ -102,6 +119,15 @@ export function encodeError(kind: "text" | "json", meta: ErrorMeta): Encoded {
   h.set(H.contentType, JSON_TYPE);
   const body = { error: { code: meta.code, message } };
   return { headers: h, data: enc.encode(JSON.stringify(body)) };
+}
+
+/**
+ * True when a stored result is a success produced by the request message with stream
+ * sequence `seq` (`Proxy-Request-Seq`): that message was answered. Any other result (an
+ * error, or another message's success under the same id) says nothing about it.
+ */
+export function isSuccessOf(h: MsgHdrs | undefined, seq: number): boolean {
+  return h !== undefined && h.get(H.serviceErrorCode) === "" && h.get(H.requestSeq) === String(seq);
 }
 
 /** Request headers a result carries back (batch bookkeeping). */

@@ -4,6 +4,7 @@
  */
 import { Code, RequestError } from "../protocol/codes.js";
 import { UpstreamError } from "../llm/chat-client.js";
+import { isHeaderEncoding, isMaxPayload } from "../nats/errors.js";
 import { requestedDelay } from "./backoff.js";
 
 /**
@@ -12,8 +13,11 @@ import { requestedDelay } from "./backoff.js";
  * - `auth`: the proxy's credentials are refused (401/403): pause, never dead-letter.
  * - `expired`: the request's Expires-At has passed: dead-letter with 408.
  * - `poison`: the request crashed workers until max_deliver: dead-letter.
+ * - `infra`: the proxy's own machinery failed (the rate limiter, NATS writes), not the
+ *   request nor the API: pause (nak with a delay, re-queue on the last delivery), never
+ *   a verdict.
  */
-export type FailureKind = "transient" | "permanent" | "auth" | "expired" | "poison";
+export type FailureKind = "transient" | "permanent" | "auth" | "expired" | "poison" | "infra";
 
 export class Failure extends Error {
   override readonly name = "Failure";
@@ -40,6 +44,15 @@ export function classify(e: unknown, model?: string): Failure {
   }
   if (e instanceof UpstreamError) return classifyUpstream(e, model);
   const msg = e instanceof Error ? e.message : String(e);
+  // What NATS cannot carry will never be carried: retrying would only call the API again.
+  if (isMaxPayload(e)) {
+    const what = `a message is larger than the NATS server's max_payload (${msg}): ask for a shorter answer (max_tokens) or raise max_payload`;
+    return new Failure("permanent", Code.tooLarge, what, undefined, { cause: e });
+  }
+  if (isHeaderEncoding(e)) {
+    const what = `a header of this request cannot be encoded (${msg}): remove line breaks and control characters`;
+    return new Failure("permanent", Code.badRequest, what, undefined, { cause: e });
+  }
   return new Failure("transient", Code.internal, `internal error: ${msg}`, undefined, { cause: e });
 }
 

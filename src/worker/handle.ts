@@ -19,7 +19,13 @@ import { UpstreamError, type ChatClient, type ChatResult } from "../llm/chat-cli
 import { Code, RequestError } from "../protocol/codes.js";
 import { H, isJsonType, JSON_TYPE, STREAM_DELTA, STREAM_DONE } from "../protocol/headers.js";
 import { decodeRequest, parseExpiresAt, type DecodedRequest } from "../protocol/request.js";
-import { carryHeaders, encodeError, encodeSuccess, type Encoded } from "../protocol/result.js";
+import {
+  carryHeaders,
+  encodeError,
+  encodeSuccess,
+  isSuccessOf,
+  type Encoded,
+} from "../protocol/result.js";
 import { idFromSubject, replyToProblem } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
 import { backoffDelay, nakDelay } from "./backoff.js";
@@ -39,6 +45,8 @@ export interface HandleSettings {
   nakDelayMs: number;
   nakDelayMaxMs: number;
   probeIntervalMs: number;
+  /** the longest one delivery may keep its message alive with working() */
+  maxDeliveryMs: number;
   /** the request subject prefix (a request lives at `<prefix>.<id>`) */
   requestsPrefix: string;
   /** subject prefixes a Reply-To may not point into (the proxy's own streams) */
@@ -95,6 +103,8 @@ export interface HandleDeps {
 }
 
 const enc = new TextEncoder();
+/** Tries to store one result before the delivery is handed back (see storeResult). */
+export const STORE_ATTEMPTS = 5;
 
 /** Handles one delivery; never throws. */
 export async function handleMessage(m: WorkMsg, deps: HandleDeps): Promise<Finished> {
@@ -102,17 +112,24 @@ export async function handleMessage(m: WorkMsg, deps: HandleDeps): Promise<Finis
   // abort listener per call and never removes it, and listeners piling up on one
   // long-lived signal leak memory and make every add slower (seen: 460 MB, 70 req/s
   // after 100k requests).
+  // It also ends a delivery that outlives worker.max_delivery_ms; settleFailure tells the
+  // two apart by the shutdown signal itself.
   const local = new AbortController();
   const relay = () => local.abort();
   deps.signal.addEventListener("abort", relay, { once: true });
   try {
-    return await handleOne(m, { ...deps, signal: local.signal });
+    return await handleOne(m, { ...deps, signal: local.signal }, deps.signal, local);
   } finally {
     deps.signal.removeEventListener("abort", relay);
   }
 }
 
-async function handleOne(m: WorkMsg, d: HandleDeps): Promise<Finished> {
+async function handleOne(
+  m: WorkMsg,
+  d: HandleDeps,
+  shutdown: AbortSignal,
+  local: AbortController,
+): Promise<Finished> {
   const started = Date.now();
   const id = idFromSubject(m.subject);
   const attempts = m.info.deliveryCount;
@@ -152,6 +169,15 @@ async function handleOne(m: WorkMsg, d: HandleDeps): Promise<Finished> {
     },
     Math.max(250, Math.floor(s.ackWaitMs / 3)),
   );
+  // working() may not keep one delivery alive for ever (a stall nothing else caught): past
+  // the cap, stop it and end the attempt as a transient failure. The slot frees, and the
+  // usual nak / max_deliver path applies.
+  let capped = false;
+  const cap = setTimeout(() => {
+    capped = true;
+    clearInterval(keepAlive);
+    local.abort();
+  }, s.maxDeliveryMs);
   try {
     // Reply-To first: no answer, not even an error, may go to a refused subject.
     const replyProblem = replyTo ? replyToProblem(replyTo, s.reservedPrefixes) : undefined;
@@ -170,11 +196,7 @@ async function handleOne(m: WorkMsg, d: HandleDeps): Promise<Finished> {
       const prev = await d.out.lookupResult(id);
       // Only this message's own success: a different message reusing the id must not
       // receive someone else's answer.
-      if (
-        prev &&
-        prev.headers?.get(H.serviceErrorCode) === "" &&
-        prev.headers.get(H.requestSeq) === String(m.seq)
-      ) {
+      if (prev && isSuccessOf(prev.headers, m.seq)) {
         if (replyTo) {
           d.out.reply(replyTo, { headers: prev.headers ?? natsHeaders(), data: prev.data });
           await d.out.flush();
@@ -209,7 +231,8 @@ async function handleOne(m: WorkMsg, d: HandleDeps): Promise<Finished> {
     if (streaming) out.headers.set(H.stream, STREAM_DONE);
     out.headers.set(H.requestSeq, String(m.seq));
     carryHeaders(m.headers, out.headers);
-    await d.out.storeResult(id, out);
+    // From here on the API has answered: a failure is ours, never worth another call.
+    await storeResult(d, id, out);
     if (replyTo) {
       d.out.reply(replyTo, out);
       await d.out.flush();
@@ -221,22 +244,46 @@ async function handleOne(m: WorkMsg, d: HandleDeps): Promise<Finished> {
       u ? { promptTokens: u.prompt_tokens, completionTokens: u.completion_tokens } : {},
     );
   } catch (e) {
-    const f = classify(e, model);
+    const f = capped
+      ? new Failure(
+          "transient",
+          Code.gatewayTimeout,
+          `delivery exceeded worker.max_delivery_ms (${s.maxDeliveryMs} ms)`,
+          undefined,
+          { cause: e },
+        )
+      : classify(e, model);
     if (upstreamStart > 0 && upstreamMs === 0) upstreamMs = Date.now() - upstreamStart;
+    const ctx = { id, kind, model, attempts, replyTo, shutdown };
     try {
-      return await settleFailure(m, d, f, { id, kind, model, attempts, replyTo }, fin);
+      return await settleFailure(m, d, f, ctx, fin);
     } catch (e2) {
-      // Could not write the verdict (NATS trouble): leave the message to redeliver.
-      d.log.warn({ id, err: e2 }, "could not settle a failed request; it will be redelivered");
+      // Could not write the verdict (NATS trouble): infrastructure, not the request's
+      // fault. Hand it back without a verdict, re-queued on the last deliveries so it
+      // does not end as poison.
+      d.log.warn({ id, err: e2 }, "could not settle a failed request; handing it back");
+      const errInfo = { code: f.code, error: f.message };
       try {
-        m.nak(s.nakDelayMs);
+        return await pause(
+          m,
+          d,
+          ctx,
+          nakDelay(attempts, s.nakDelayMs, s.nakDelayMaxMs),
+          fin,
+          errInfo,
+        );
       } catch {
-        // Connection gone: ack_wait brings it back.
+        try {
+          m.nak(s.nakDelayMs);
+        } catch {
+          // Connection gone: ack_wait brings it back.
+        }
+        return fin("retry", errInfo);
       }
-      return fin("retry", { code: f.code, error: f.message });
     }
   } finally {
     clearInterval(keepAlive);
+    clearTimeout(cap);
   }
 }
 
@@ -246,6 +293,8 @@ interface Ctx {
   model: string;
   attempts: number;
   replyTo: string;
+  /** the worker's shutdown signal (d.signal also aborts at worker.max_delivery_ms) */
+  shutdown: AbortSignal;
 }
 
 async function settleFailure(
@@ -257,7 +306,7 @@ async function settleFailure(
 ): Promise<Finished> {
   const s = d.settings;
   const errInfo = { code: f.code, error: f.message };
-  if (d.signal.aborted) {
+  if (c.shutdown.aborted) {
     // Shutting down: hand it back for another instance, after our own pulls expired.
     m.nak(d.quietDelay?.() ?? 0);
     return fin("aborted", errInfo);
@@ -279,7 +328,7 @@ async function settleFailure(
       model: c.model,
     });
     carryHeaders(m.headers, err.headers);
-    await d.out.storeResult(c.id, err);
+    await storeResult(d, c.id, err);
     if (c.replyTo) {
       d.out.reply(c.replyTo, err);
       await d.out.flush();
@@ -295,6 +344,8 @@ async function settleFailure(
     case "auth":
       d.breaker.open(f.message);
       return pause(m, d, c, Math.max(f.retryAfterMs ?? 0, s.probeIntervalMs), fin, errInfo);
+    case "infra":
+      return pause(m, d, c, nakDelay(c.attempts, s.nakDelayMs, s.nakDelayMaxMs), fin, errInfo);
     case "transient": {
       if (d.breaker.isOpen) return pause(m, d, c, s.probeIntervalMs, fin, errInfo);
       if (c.attempts >= s.maxDeliver) return verdict();
@@ -309,9 +360,9 @@ async function settleFailure(
 }
 
 /**
- * No verdict while the API is down or refuses our key: nak with a delay. On the last
- * allowed delivery, re-queue a fresh copy instead, so an outage never exhausts
- * max_deliver and never fills the DLQ.
+ * No verdict while the API is down or refuses our key, or the proxy's own machinery
+ * fails: nak with a delay. On the last allowed delivery, re-queue a fresh copy instead,
+ * so an outage never exhausts max_deliver and never fills the DLQ.
  */
 async function pause(
   m: WorkMsg,
@@ -328,6 +379,37 @@ async function pause(
   }
   m.nak(Math.max(delay, d.quietDelay?.() ?? 0));
   return fin("paused", errInfo);
+}
+
+/**
+ * Stores a result, retrying a failed store in-process (bounded backoff; working() keeps
+ * the message alive) rather than letting a redelivery call the API again. What can never
+ * be stored (too large, a header that cannot be encoded) throws as it is, a permanent
+ * failure; a store that keeps failing throws an `infra` Failure: the delivery is handed
+ * back, never answered with an error.
+ */
+async function storeResult(d: HandleDeps, id: string, r: Encoded): Promise<void> {
+  const s = d.settings;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await d.out.storeResult(id, r);
+      return;
+    } catch (e) {
+      if (classify(e).kind === "permanent") throw e;
+      if (attempt >= STORE_ATTEMPTS || d.signal.aborted) {
+        const why = e instanceof Error ? e.message : String(e);
+        throw new Failure(
+          "infra",
+          Code.unavailable,
+          `could not store the result (${attempt} attempts): ${why}`,
+          undefined,
+          { cause: e },
+        );
+      }
+      d.log.debug({ id, attempt, err: e }, "storing the result failed; retrying");
+      await sleep(backoffDelay(attempt, { minMs: s.retryMinMs, maxMs: s.retryMaxMs }), d.signal);
+    }
+  }
 }
 
 async function callWithRetries(
@@ -357,8 +439,22 @@ async function callWithRetries(
         throw new AbortError(
           new Failure("transient", Code.unavailable, `API unavailable: ${d.breaker.reason}`),
         );
-      await d.limiter?.acquire(req.params.model, d.signal);
-      await d.tenantLimiter?.acquire(tenant, d.signal);
+      try {
+        await d.limiter?.acquire(req.params.model, d.signal);
+        await d.tenantLimiter?.acquire(tenant, d.signal);
+      } catch (e) {
+        // The limiters' streams and subjects are the proxy's own, not the request's fault.
+        const why = e instanceof Error ? e.message : String(e);
+        throw new AbortError(
+          new Failure(
+            "infra",
+            Code.unavailable,
+            `rate limiter unavailable for model "${req.params.model}" / tenant "${tenant}": ${why}`,
+            undefined,
+            { cause: e },
+          ),
+        );
+      }
       counted();
       try {
         const r = await d.chat.complete(req.params, {

@@ -10,9 +10,10 @@ import {
   type NatsConnection,
 } from "@nats-io/transport-node";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
-import { H } from "../protocol/headers.js";
+import { CLIENT_HEADERS, H } from "../protocol/headers.js";
 import { subjectFor } from "../protocol/subjects.js";
-import type { Encoded } from "../protocol/result.js";
+import { encodedSize, type Encoded } from "../protocol/result.js";
+import { Code, RequestError } from "../protocol/codes.js";
 
 export interface StoredMessage {
   headers: MsgHdrs | undefined;
@@ -20,7 +21,10 @@ export interface StoredMessage {
 }
 
 export interface Outputs {
-  /** Stores the result as `<results>.<id>` and resolves on its PubAck. */
+  /**
+   * Stores the result as `<results>.<id>` and resolves on its PubAck. Throws a
+   * RequestError (413) for a result larger than the server's max_payload.
+   */
   storeResult(id: string, r: Encoded): Promise<void>;
   /** Publishes to a reply subject (core NATS, fire and forget). */
   reply(subject: string, r: Encoded): void;
@@ -62,6 +66,14 @@ export function natsOutputs(
 ): Outputs {
   return {
     async storeResult(id, r) {
+      const max = nc.info?.max_payload ?? 0;
+      const size = encodedSize(r);
+      if (max > 0 && size > max) {
+        throw new RequestError(
+          Code.tooLarge,
+          `the answer is ${size} bytes, more than the NATS server's max_payload (${max} bytes), so it can be neither stored nor sent: ask for a shorter answer (max_tokens or max_completion_tokens, fewer choices) or raise max_payload in the nats-server configuration`,
+        );
+      }
       const subject = subjectFor(n.resultsPrefix, id);
       const pa = await js.publish(subject, r.data, { headers: r.headers });
       // Results keep Nats-Msg-Id = id, and the stream dedupes only for 100 ms; a new
@@ -69,7 +81,7 @@ export function natsOutputs(
       if (pa.duplicate) {
         // A copy of the headers: nats.js writes msgID into the headers object, and the
         // reply that follows must still carry Nats-Msg-Id = id.
-        const h = copyHeaders(r.headers);
+        const h = cloneHeaders(r.headers);
         await js.publish(subject, r.data, { headers: h, msgID: `${id}.${nuid.next()}` });
       }
     },
@@ -104,20 +116,20 @@ export function natsOutputs(
   };
 }
 
-/** A mutable copy of message headers, dropping the server's own stream headers. */
+/**
+ * A mutable copy of a request's client headers: only those in `CLIENT_HEADERS`, never a
+ * client's `Nats-*` header (see there). For dead letters, re-queues, replays and the shim.
+ */
 export function copyHeaders(src: MsgHdrs | undefined): MsgHdrs {
   const h = natsHeaders();
   if (!src) return h;
-  for (const [k, vs] of src) {
-    if (
-      k.startsWith("Nats-Stream") ||
-      k === "Nats-Subject" ||
-      k === "Nats-Sequence" ||
-      k === "Nats-Time-Stamp" ||
-      k === "Nats-Last-Sequence"
-    )
-      continue;
-    for (const v of vs) h.append(k, v);
-  }
+  for (const k of CLIENT_HEADERS) for (const v of src.values(k)) h.append(k, v);
+  return h;
+}
+
+/** A mutable copy of every header of a message the proxy built itself (a result). */
+export function cloneHeaders(src: MsgHdrs): MsgHdrs {
+  const h = natsHeaders();
+  for (const [k, vs] of src) for (const v of vs) h.append(k, v);
   return h;
 }

@@ -16,7 +16,7 @@ import type {
 import { sleep } from "./sleep.js";
 import { Code } from "../protocol/codes.js";
 import { H, isJsonType } from "../protocol/headers.js";
-import { carryHeaders, encodeError } from "../protocol/result.js";
+import { carryHeaders, encodeError, isSuccessOf } from "../protocol/result.js";
 import { idFromSubject, replyToProblem } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
 import type { Outputs } from "./outputs.js";
@@ -44,7 +44,7 @@ export interface PoisonWatcher {
  * captures them (streams/OPENAI_POISON.json), they are read from its durable consumer,
  * so an advisory sent while no proxy runs is not lost; each is acked only after the
  * message is dead-lettered. Without that stream, a core subscription (queue group) is
- * the fallback and the periodic sweep is the safety net.
+ * the fallback (advisories sent while no proxy listens are then lost: run streams apply).
  */
 export async function watchPoison(
   nc: NatsConnection,
@@ -125,7 +125,11 @@ function parseAdvisory(data: Uint8Array): Advisory | undefined {
   }
 }
 
-async function deadLetterPoison(
+/**
+ * Settles the message a MAX_DELIVERIES advisory names (by its stream sequence).
+ * Exported for tests.
+ */
+export async function deadLetterPoison(
   jsm: JetStreamManager,
   out: Outputs,
   o: PoisonWatchOptions,
@@ -135,7 +139,22 @@ async function deadLetterPoison(
 ): Promise<void> {
   const sm = await jsm.streams.getMessage(o.stream, { seq });
   if (!sm) return; // already settled (a late ack)
+  if (await answered(out, sm)) {
+    // Its success is stored and was replied; only the ack was lost. Never overwrite it.
+    await deleteQuietly(jsm, o.stream, seq);
+    log.info(
+      { id: idFromSubject(sm.subject), seq, deliveries },
+      "max-delivered message was already answered (its ack was lost): removed from the queue",
+    );
+    return;
+  }
   await deadLetterStored(jsm, out, o, sm, deliveries, log);
+}
+
+/** True when this very message's success is stored (see isSuccessOf). */
+async function answered(out: Outputs, sm: StoredMsg): Promise<boolean> {
+  const prev = await out.lookupResult(idFromSubject(sm.subject));
+  return isSuccessOf(prev?.headers, sm.seq);
 }
 
 async function deadLetterStored(
@@ -171,65 +190,4 @@ async function deleteQuietly(jsm: JetStreamManager, stream: string, seq: number)
   await jsm.streams.deleteMessage(stream, seq, false).catch((e: unknown) => {
     if (!isAlreadyGone(e)) throw e;
   });
-}
-
-export interface SweepReport {
-  /** settled messages a server crash brought back (their result exists): removed */
-  ghosts: number;
-  /** older copies superseded by a requeued copy: removed */
-  superseded: number;
-  /** max-delivered messages whose advisory was missed: dead-lettered */
-  poison: number;
-}
-
-/**
- * Finds messages stranded below the consumer's ack floor — invisible to the consumer
- * forever — and settles them. Two causes: a MAX_DELIVERIES advisory nobody received,
- * and nats-server 2.9 bringing back already-acked work-queue messages after a crash
- * (its file store has no delete tombstones). Cheap when there is nothing to do: one
- * stream info and one consumer info.
- */
-export async function sweepStranded(
-  jsm: JetStreamManager,
-  out: Outputs,
-  o: PoisonWatchOptions & { filter: string },
-  log: Logger,
-): Promise<SweepReport> {
-  const report: SweepReport = { ghosts: 0, superseded: 0, poison: 0 };
-  const si = await jsm.streams.info(o.stream);
-  const ci = await jsm.consumers.info(o.stream, o.consumer);
-  if (si.state.messages <= ci.num_pending + ci.num_ack_pending) return report;
-  const floor = ci.ack_floor.stream_seq;
-  const maxDeliver = ci.config.max_deliver ?? -1;
-  let seq = si.state.first_seq;
-  while (seq <= floor) {
-    // next_by_subj skips deleted sequences (nats.js does not type it).
-    const sm = await jsm.streams.getMessage(o.stream, {
-      seq,
-      next_by_subj: o.filter,
-    } as unknown as {
-      seq: number;
-    });
-    if (!sm || sm.seq > floor) break;
-    const id = idFromSubject(sm.subject);
-    if ((await out.lookupResult(id)) !== null) {
-      await deleteQuietly(jsm, o.stream, sm.seq);
-      report.ghosts++;
-    } else if (
-      ((await jsm.streams.getMessage(o.stream, { last_by_subj: sm.subject }))?.seq ?? 0) > sm.seq
-    ) {
-      await deleteQuietly(jsm, o.stream, sm.seq);
-      report.superseded++;
-    } else {
-      await deadLetterStored(jsm, out, o, sm, maxDeliver, log);
-      report.poison++;
-    }
-    seq = sm.seq + 1;
-  }
-  if (report.ghosts + report.superseded + report.poison > 0)
-    log.warn(
-      { ...report, stream: o.stream },
-      "settled messages stranded below the consumer's ack floor",
-    );
-  return report;
 }

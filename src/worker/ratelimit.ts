@@ -49,6 +49,7 @@ export interface RateLimiterOptions {
   streamPrefix: string;
   /** subject prefix, e.g. openai.rate */
   subjectPrefix: string;
+  /** replicas of the permit streams (the proxy passes the requests stream's) */
   replicas?: number;
 }
 
@@ -131,11 +132,12 @@ export function createRateLimiter(
         .add(cfg)
         .then(() => undefined)
         .catch(async (e: unknown) => {
-          // Another instance created it first with the same settings, or the limit changed.
-          if (apiErrCode(e) === 10058) {
-            await jsm.streams.update(name, cfg);
-            return;
-          }
+          // The stream exists with other settings: the limit (or the replicas) changed.
+          if (apiErrCode(e) !== 10058) throw e;
+          await jsm.streams.update(name, cfg);
+        })
+        .catch((e: unknown) => {
+          // A refused create or update must not stick: the next call tries again.
           ready.delete(model);
           throw e;
         });
@@ -163,7 +165,11 @@ export function createRateLimiter(
           await js.publish(subject, enc.encode(""));
           return;
         } catch (e) {
-          if (apiErrCode(e) !== 10077) throw e;
+          if (apiErrCode(e) !== 10077) {
+            // The stream may be gone (deleted, or lost with a server): set it up again.
+            ready.delete(model);
+            throw e;
+          }
           // Window full: try again about when the next permit frees, spread with jitter.
           await sleep(Math.round((windowMs / permits) * (0.5 + Math.random())), signal);
           if (attempt === 200) log.debug({ model }, "still waiting for a rate-limit permit");

@@ -14,7 +14,7 @@ import { CircuitBreaker, type BreakerState } from "./breaker.js";
 import type { Failure } from "./errors.js";
 import { handleMessage, type Finished, type HandleSettings } from "./handle.js";
 import type { Outputs } from "./outputs.js";
-import { sweepStranded, watchPoison, type PoisonWatcher } from "./poison.js";
+import { watchPoison, type PoisonWatcher } from "./poison.js";
 import { LanePuller } from "./puller.js";
 import type { WorkMsg } from "./work-msg.js";
 import { sleep } from "./sleep.js";
@@ -52,8 +52,6 @@ export interface WorkerOptions {
   /** per-tenant requests and tokens per minute */
   tenantLimiter?: RateLimiter;
   breaker: { window: number; failureRatio: number; probeIntervalMs: number };
-  /** how often to look for messages stranded below the ack floor (0: only on start and reconnect) */
-  sweepIntervalMs: number;
   poisonStream: string;
   poisonConsumer: string;
   settings: Omit<HandleSettings, "maxDeliver" | "ackWaitMs" | "probeIntervalMs">;
@@ -67,8 +65,6 @@ export interface Worker {
   start(): Promise<void>;
   /** Lets the scheduler look for work again (a tenant's limit freed up). */
   kick(): void;
-  /** Settles messages stranded below the ack floor (also run on start, on reconnect and periodically). */
-  sweep(): Promise<void>;
   /** Stop pulling, let in-flight work finish within `graceMs`, nak the rest. Idempotent. */
   stop(graceMs: number): Promise<void>;
 }
@@ -114,42 +110,7 @@ export function createWorker(o: WorkerOptions): Worker {
     }
   }
 
-  let sweeping: Promise<void> | undefined;
-  let sweepTimer: NodeJS.Timeout | undefined;
-  const sweep = (): Promise<void> => {
-    sweeping ??= (async () => {
-      for (const lane of o.lanes) {
-        for (const filter of lane.filters) {
-          await sweepStranded(
-            o.jsm,
-            o.out,
-            {
-              stream: o.stream,
-              consumer: lane.consumer,
-              queue: o.poisonConsumer,
-              filter,
-              onPoison: (id) => obs?.poison(id),
-              reservedPrefixes: o.settings.reservedPrefixes,
-            },
-            log,
-          );
-        }
-      }
-    })()
-      .then(() => undefined)
-      .catch((e: unknown) => log.debug({ err: e }, "sweep failed; will retry"))
-      .finally(() => (sweeping = undefined));
-    return sweeping;
-  };
-  const watchReconnects = async () => {
-    for await (const s of o.nc.status()) {
-      // A restarted server may bring back settled messages: look once it is back.
-      if (String(s.type) === "reconnect" && state === "RUNNING") void sweep();
-    }
-  };
-
   return {
-    sweep,
     get state() {
       return state;
     },
@@ -245,12 +206,6 @@ export function createWorker(o: WorkerOptions): Worker {
       );
       state = "RUNNING";
       puller.start();
-      void sweep();
-      void watchReconnects();
-      if (o.sweepIntervalMs > 0) {
-        sweepTimer = setInterval(() => void sweep(), o.sweepIntervalMs);
-        sweepTimer.unref();
-      }
       log.info(
         {
           stream: o.stream,
@@ -270,7 +225,6 @@ export function createWorker(o: WorkerOptions): Worker {
         }
         state = "STOPPING";
         probeStop.abort();
-        clearInterval(sweepTimer);
         poisonSub?.stop();
         const p = puller;
         if (p) {

@@ -258,7 +258,7 @@ describe("crashes", () => {
     }
     sub.unsubscribe();
     expect(advisories).toHaveLength(1);
-    // The start-up sweep ("a missed MAX_DELIVERIES advisory", config.yaml) must settle it.
+    // OPENAI_POISON kept the advisory sent while nobody listened: the new instance reads it.
     await p.waitFor(/poison message dead-lettered/, 5_000);
     await expectPoisonSettled(r);
   });

@@ -37,6 +37,7 @@ import { DeadLetters } from "../../src/client/dlq.js";
 import { applyDefinitions } from "../../src/nats/streams.js";
 import { definitionsFor } from "../../src/nats/definitions.js";
 import type { Proxy } from "../../src/main.js";
+import { rpmWindow } from "../../src/worker/ratelimit.js";
 
 const sc = {
   encode: (s: string) => new TextEncoder().encode(s),
@@ -106,13 +107,16 @@ async function connectAs(
   return nc;
 }
 
+/** Rate limits every proxy here runs with (high enough not to slow the test down). */
+const LIMITS = { "gpt-4o-mini": { rpm: 6000, tpm: 10_000_000 } };
+
 /** A proxy in this process, connected with the proxy role's nkey. */
-async function proxy(): Promise<Proxy> {
+async function proxy(limits: Record<string, unknown> = LIMITS): Promise<Proxy> {
   const p = await startTestProxy({
     natsUrl: server.url,
     openaiUrl: dev.url,
     streamsDir: streams.dir,
-    flags: { "nats.nkey_seed_file": users.proxy.seedFile },
+    flags: { "nats.nkey_seed_file": users.proxy.seedFile, "limits.models": limits },
   });
   proxies.push(p);
   watchErrors(p.nc, "proxy");
@@ -290,6 +294,20 @@ describe("least privilege: the roles of docs/security.md on a server enforcing t
     expect(res?.error).toContain("poison");
     expect((await deadLetters.show("poison"))?.code).toBe(500);
     expect(dev.stats().byPrompt[POISON]).toBe(2);
+  });
+
+  it("the proxy creates its rate-limit permit stream, and updates it when the limit changes", async () => {
+    // The streams so far were created by the proxies above (rpm 6000: 100 permits a second).
+    const before = proxies[proxies.length - 1]!;
+    const permits = async (p: Proxy) =>
+      (await (await jetstreamManager(p.nc)).streams.info("OPENAI_RATE_gpt-4o-mini")).config;
+    expect((await permits(before)).max_msgs).toBe(rpmWindow(6000).permits);
+    for (const p of [...proxies]) await stopProxy(p, 200);
+    const changed = await proxy({ "gpt-4o-mini": { rpm: 3000, tpm: 10_000_000 } });
+    const r = await submitter.request("after a limit change", { timeoutMs: 10_000 });
+    expect(r).toMatchObject({ ok: true, body: `${ANSWER}after a limit change` });
+    expect((await permits(changed)).max_msgs).toBe(rpmWindow(3000).permits);
+    expect((await deadLetters.list()).map((d) => d.id)).toEqual(["poison"]);
   });
 
   it("none of that caused a permission violation", () => {

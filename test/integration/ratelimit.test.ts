@@ -1,6 +1,8 @@
 /**
  * Shared rate limits: two proxy instances together stay under a requests-per-minute
- * limit enforced by the local OpenAI-compatible server, with no 429s.
+ * limit enforced by the local OpenAI-compatible server, with no 429s. A limiter that
+ * fails (its permit stream cannot be created or updated) is infrastructure, not the
+ * request's fault: requests wait, they are never dead-lettered.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
@@ -110,4 +112,66 @@ describe("rate limits", () => {
     // 45 calls at 10 per second need at least 4 full windows.
     expect(elapsed).toBeGreaterThanOrEqual(3500);
   });
+
+  it.each([
+    [
+      "another stream captures the permit subject (create fails: subjects overlap)",
+      { name: "BLOCK_RATE", subjects: ["openai.rate.permit.gpt-4o-mini"] },
+    ],
+    [
+      "the permit stream exists as a file stream (update fails: storage cannot change)",
+      {
+        name: "OPENAI_RATE_gpt-4o-mini",
+        subjects: ["openai.rate.permit.gpt-4o-mini"],
+        storage: StorageType.File,
+      },
+    ],
+  ])(
+    "%s: requests pause, none is dead-lettered, all complete once it is removed",
+    async (_, blocker) => {
+      await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
+      const jsm = await jetstreamManager(nc);
+      for (const name of ["OPENAI_RATE_gpt-4o-mini", "BLOCK_RATE"])
+        await jsm.streams.delete(name).catch(() => undefined);
+      await jsm.streams.add(blocker);
+      dev.reset();
+      const N = 4;
+      const ids = Array.from({ length: N }, (_, i) => `${blocker.name}-${i}`);
+      await Promise.all(ids.map((id) => client.submit(`blocked ${id}`, { id })));
+      const p = await startTestProxy({
+        natsUrl: server.url,
+        openaiUrl: dev.url,
+        streamsDir: streams.dir,
+        flags: { "limits.models": { "gpt-4o-mini": { rpm: 600 } } },
+      });
+      proxies.push(p);
+      // Every request reaches its 4th delivery (max_deliver 5) and is re-queued fresh.
+      await eventually(
+        async () => (await outcomes(p, "requeued")) >= N,
+        20_000,
+        "every request to be re-queued at least once",
+      );
+      expect(await outcomes(p, "error")).toBe(0);
+      expect((await jsm.streams.info("OPENAI_DLQ")).state.messages).toBe(0);
+      expect(dev.stats().calls).toBe(0);
+      await jsm.streams.delete(blocker.name);
+      const results = await Promise.all(
+        ids.map((id) => client.result(id, { wait: true, timeoutMs: 20_000 })),
+      );
+      expect(results.map((r) => r?.ok)).toEqual(ids.map(() => true));
+      expect(dev.stats().calls).toBe(N);
+      expect((await jsm.streams.info("OPENAI_DLQ")).state.messages).toBe(0);
+      // Created by the limiter with the requests stream's replicas.
+      const permit = await jsm.streams.info("OPENAI_RATE_gpt-4o-mini");
+      expect([permit.config.storage, permit.config.num_replicas]).toEqual([StorageType.Memory, 1]);
+    },
+  );
 });
+
+/** Finished deliveries of `p` with this outcome (openai_proxy_requests_total). */
+async function outcomes(p: Proxy, outcome: string): Promise<number> {
+  const m = await p.metrics.registry.getSingleMetric("openai_proxy_requests_total")?.get();
+  return (m?.values ?? [])
+    .filter((v) => v.labels.outcome === outcome)
+    .reduce((a, v) => a + v.value, 0);
+}

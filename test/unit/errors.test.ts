@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { UpstreamError } from "../../src/llm/chat-client.js";
 import { RequestError } from "../../src/protocol/codes.js";
 import { classify, Failure } from "../../src/worker/errors.js";
+import { errors, headers } from "@nats-io/transport-node";
 
 const http = (status: number, headers: Record<string, string> = {}, message = "boom") =>
   new UpstreamError(message, "http", status, headers);
@@ -16,6 +17,25 @@ describe("classify", () => {
     expect(f.message).toBe("no messages: fix it");
     expect(f.cause).toBe(cause);
     expect(f.retryAfterMs).toBeUndefined();
+  });
+
+  it("a header nats.js cannot encode is permanent 400, never retried", () => {
+    let thrown: unknown;
+    try {
+      headers().set("Openai-Model", "a\nb");
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(errors.InvalidArgumentError);
+    const f = classify(thrown);
+    expect([f.kind, f.code]).toEqual(["permanent", 400]);
+    expect(f.message).toMatch(/cannot be encoded/);
+  });
+
+  it("a message over max_payload is permanent 413, saying what to do", () => {
+    const f = classify(errors.InvalidArgumentError.format("payload", "max_payload size exceeded"));
+    expect([f.kind, f.code]).toEqual(["permanent", 413]);
+    expect(f.message).toMatch(/max_tokens/);
   });
 
   it("RequestError 408 is expired", () => {

@@ -115,6 +115,34 @@ describe("validateParams", () => {
     expect(e.message).toContain('"messages" must be a non-empty array');
   });
 
+  it.each([
+    "gpt-4o-mini-2024-07-18",
+    "ft:gpt-4o-mini:my-org:custom_suffix:9ABCDEFG",
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "llama3.1:8b",
+    "vertex_ai/gemini-1.5-pro@001",
+    "a+b",
+    "m".repeat(256),
+  ])("accepts the model name %s", (model) => {
+    expect(validateParams({ model, messages: msgs }, MODEL).model).toBe(model);
+  });
+
+  it.each([
+    ["a newline", "gpt-4o\nmini", /may only contain/],
+    ["a tab", "gpt-4o\tmini", /may only contain/],
+    ["a NUL", "gpt\u0000", /may only contain/],
+    ["a space", "gpt 4o", /may only contain/],
+    ["a non-ASCII letter", "gpt-4ö", /may only contain/],
+    ["257 characters", "m".repeat(257), /257 characters long; the limit is 256/],
+  ])("refuses a model name with %s, naming the field", (_what, model, re) => {
+    const e = requestError(() => validateParams({ model, messages: msgs }, MODEL));
+    expect(e.code).toBe(400);
+    expect(e.message).toMatch(/^"model" /);
+    expect(e.message).toMatch(re);
+    // eslint-disable-next-line no-control-regex
+    expect(e.message).not.toMatch(/[\r\n\t\u0000]/);
+  });
+
   it("refuses a message without a role, naming its index", () => {
     const e = requestError(() =>
       validateParams({ messages: [{ role: "system", content: "s" }, { content: "x" }] }, MODEL),

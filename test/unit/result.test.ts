@@ -1,9 +1,10 @@
-import { headers as natsHeaders } from "@nats-io/transport-node";
+import { headers as natsHeaders, type MsgHdrsImpl } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import {
   assistantText,
   encodeError,
   encodeSuccess,
+  encodedSize,
   formatUsage,
   parseUsage,
   readResult,
@@ -117,6 +118,37 @@ describe("encodeError", () => {
       error: { code: 404, message: "no such model" },
     });
     expect(e.headers.has("Openai-Model")).toBe(false);
+  });
+});
+
+describe("encodedSize", () => {
+  it("counts what nats.js puts on the wire: encoded headers plus body", () => {
+    const r = encodeSuccess("json", { ...completion, model: "gpt-4ö" }, { id: "x", attempts: 2 });
+    const wire = (r.headers as MsgHdrsImpl).encode().length + r.data.length;
+    expect(encodedSize(r)).toBe(wire);
+  });
+});
+
+describe("header values from outside", () => {
+  it("a model name with line breaks or control characters still encodes", () => {
+    const ok = encodeSuccess(
+      "text",
+      { ...completion, model: "evil\r\nNats-Rollup: all" },
+      {
+        id: "x",
+        attempts: 1,
+      },
+    );
+    expect(ok.headers.get("Openai-Model")).toBe("evil Nats-Rollup: all");
+    expect(ok.headers.get("Nats-Rollup")).toBe("");
+    const err = encodeError("json", {
+      id: "x",
+      attempts: 1,
+      code: 400,
+      message: "m",
+      model: "a\u0000b\nc",
+    });
+    expect(err.headers.get("Openai-Model")).toBe("a b c");
   });
 });
 
