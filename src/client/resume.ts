@@ -96,7 +96,9 @@ export async function* resumeStream(
       id,
     );
   }
-  const c = await jetstream(nc).consumers.get(n.streamsStream, { filter_subjects: [subject] });
+  // One filter as a string: nats.js then names the subject in the create call
+  // (CONSUMER.CREATE.<stream>.<name>.<filter>), which permissions can scope.
+  const c = await jetstream(nc).consumers.get(n.streamsStream, { filter_subjects: subject });
   const msgs = await c.consume();
   let timedOut = false;
   const timer =
