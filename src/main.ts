@@ -23,7 +23,7 @@ import { natsOutputs, type Outputs } from "./worker/outputs.js";
 import { createWorker, type Worker } from "./worker/worker.js";
 import { createRateLimiter } from "./worker/ratelimit.js";
 import { createResponseCache } from "./worker/cache.js";
-import { jetStreamStore } from "./worker/stream-log.js";
+import { jetStreamStore, type StreamStore } from "./worker/stream-log.js";
 import { existsSync } from "node:fs";
 
 export interface Proxy {
@@ -40,6 +40,8 @@ export interface ProxyDeps {
   chat?: ChatClient;
   /** wraps the NATS outputs (tests inject failpoints here) */
   wrapOutputs?: (o: Outputs) => Outputs;
+  /** wraps the store of streamed deltas into OPENAI_STREAMS (tests inject failpoints here) */
+  wrapStreamStore?: (s: StreamStore) => StreamStore;
 }
 
 /** Connects, makes sure the streams exist, and starts worker, shim and HTTP. */
@@ -170,7 +172,10 @@ export async function startProxy(
       poisonStream: s.poison,
       poisonConsumer: s.poison_consumer,
       limiter,
-      streamLog: { store: jetStreamStore(js), prefix: s.streams_prefix },
+      streamLog: {
+        store: deps.wrapStreamStore ? deps.wrapStreamStore(jetStreamStore(js)) : jetStreamStore(js),
+        prefix: s.streams_prefix,
+      },
       // The bucket is made the first time a request asks for the cache.
       cache: createResponseCache(
         nc,

@@ -243,6 +243,50 @@ describe("resume", () => {
   });
 });
 
+describe("a stored delta that gets no PubAck", () => {
+  it("fails the attempt (transient): the redelivery opens with a restart and the stream has no hole", async () => {
+    let failed = 0;
+    await startTestProxy({
+      natsUrl: server.url,
+      openaiUrl: dev.url,
+      streamsDir: streams.dir,
+      deps: {
+        // The third delta of the first attempt is lost.
+        wrapStreamStore: (store) => (subject, r, key) => {
+          if (key.endsWith(".1.3") && failed++ === 0)
+            return Promise.reject(new Error("injected: no PubAck"));
+          return store(subject, r, key);
+        },
+      },
+    }).then((p) => proxies.push(p));
+    const live = await assemble(
+      client.stream(
+        { messages: [{ role: "user", content: WORDS }] },
+        { id: "lost-1", timeoutMs: 20_000 },
+      ),
+    );
+    expect(failed).toBe(1);
+    expect(live.text).toBe(answer(WORDS));
+    expect(live.restarts).toBe(1);
+    expect(live.final.attempts).toBe(2);
+    const msgs = await stored("lost-1");
+    const kinds = msgs.map(
+      (m) =>
+        `${m.headers?.get("Proxy-Attempts")}:${m.headers?.get("Openai-Stream")}${m.headers?.get("Openai-Stream-Seq") ?? ""}`,
+    );
+    // Attempt 1 stored 1, 2, then (3 lost) the rest; attempt 2 restarts and is whole.
+    expect(kinds).not.toContain("1:delta3");
+    expect(kinds).not.toContain("1:done");
+    const restart = kinds.indexOf("2:restart");
+    expect(restart).toBeGreaterThan(0);
+    const second = kinds.slice(restart + 1);
+    expect(second.at(-1)).toBe("2:done");
+    expect(second.slice(0, -1)).toEqual(second.slice(0, -1).map((_, i) => `2:delta${i + 1}`));
+    const resumed = await assemble(client.resume("lost-1"));
+    expect(resumed.text).toBe(answer(WORDS));
+  });
+});
+
 describe("a worker killed mid-stream", () => {
   it("the redelivered attempt opens with a restart; live, resumed and late readers each assemble the answer exactly once", async () => {
     dev.setStreamChunkDelay(150);
