@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import { makeStreamsDir, startTestProxy, testClient } from "../helpers/proxy.js";
+import { makeStreamsDir, memoryLogger, startTestProxy, testClient } from "../helpers/proxy.js";
 import type { Proxy } from "../../src/main.js";
 import type { ProxyClient } from "../../src/client/client.js";
 import { chunkText } from "../../src/protocol/stream.js";
@@ -227,5 +227,33 @@ describe("client and CLI", () => {
     expect(b.body).toBe(a.body);
     expect(dev.stats().calls).toBe(1);
     await expect(client.submit(input, { cache: "forever" })).rejects.toThrow(/not a TTL/);
+  });
+});
+
+describe("an answer too large for the cache", () => {
+  it("is answered and stored but not cached (debug line), never an error", async () => {
+    // A small max_payload: the result fits, the cache entry (with its room for headers) not.
+    const small = await startNatsServer({ maxPayload: 16_384 });
+    const { log, lines } = memoryLogger("debug");
+    const p = await startTestProxy({
+      natsUrl: small.url,
+      openaiUrl: dev.url,
+      streamsDir: streams.dir,
+      log,
+    });
+    const { client: c2, nc: nc2 } = await testClient(small.url);
+    try {
+      const input = { messages: [{ role: "user" as const, content: "[[size:15200]] big" }] };
+      const a = await c2.request(input, { cache: "1m", timeoutMs: 10_000 });
+      const b = await c2.request(input, { cache: "1m", timeoutMs: 10_000 });
+      expect(a.ok && b.ok).toBe(true);
+      expect(a.completion?.choices?.[0]?.message?.content?.length).toBe(15_200);
+      expect(dev.stats().calls).toBe(2);
+      expect(lines.some((l) => l.includes("answer too large for the response cache"))).toBe(true);
+    } finally {
+      await p.stop(500);
+      await nc2.close();
+      await small.stop();
+    }
   });
 });
