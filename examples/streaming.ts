@@ -5,8 +5,10 @@
  * ChatCompletion, with the usual Openai-* headers). Only the final reply is stored in
  * OPENAI_RESULTS. Uses the plain `nats` client only.
  *
- * A retried upstream call starts over, so deltas may repeat: a new chunk `id` means a new
- * attempt, and this example then starts its output again.
+ * A retried upstream call starts over, so deltas may repeat: it opens with an
+ * `Openai-Stream: restart` message (and a new chunk `id`), and this example then starts its
+ * output again. `nats-openai-proxy request --resume <id>` reads the same answer from
+ * OPENAI_STREAMS after a disconnect.
  *
  * Run, with a proxy serving:
  *   NATS_URL=nats://127.0.0.1:4222 npx tsx examples/streaming.ts "Stream this sentence back word by word"
@@ -55,6 +57,13 @@ try {
       text += piece;
       deltas++;
       process.stdout.write(piece);
+      continue;
+    }
+    if (get("Openai-Stream") === "restart") {
+      // A redelivered attempt (a worker died mid-stream) starts the answer over.
+      process.stdout.write(`\n[attempt ${get("Proxy-Attempts")} restarted: starting over]\n`);
+      text = "";
+      attempt = "";
       continue;
     }
     // Anything else is the final reply: a success (Openai-Stream: done) or an error.

@@ -79,7 +79,10 @@ await new Promise<void>((resolve) => {
   }, 1);
 });
 const firstDone = done;
-await Promise.race([finished, new Promise((r) => setTimeout(r, 300_000))]);
+// Bounded: give up after 5 minutes (the timer must not keep the process alive after).
+let giveUp: NodeJS.Timeout | undefined;
+await Promise.race([finished, new Promise((r) => (giveUp = setTimeout(r, 300_000)))]);
+clearTimeout(giveUp);
 const rate = ((done - firstDone) / (tLast - t0)) * 1000;
 const ideal = L > 0 ? (C / L) * 1000 : NaN;
 process.stdout.write(

@@ -26,6 +26,13 @@ export type {
 } from "./client/client.js";
 export { H as Headers, STREAM_DELTA, STREAM_DONE } from "./protocol/headers.js";
 export { Code, RequestError } from "./protocol/codes.js";
+export { STREAM_RESTART } from "./protocol/headers.js";
+export type { StreamOptions } from "./client/client.js";
+export { ResumeError } from "./client/resume.js";
+export type { ResumeOptions } from "./client/resume.js";
+export { isStreamRestart, chunkText } from "./protocol/stream.js";
+export type { StreamRestart } from "./protocol/stream.js";
+export { cacheKey, parseCacheTtl } from "./protocol/cache.js";
 export { readResult } from "./protocol/result.js";
 export type { ResultView, CompletionLike, Usage } from "./protocol/result.js";
 export { newId, isValidId } from "./protocol/subjects.js";

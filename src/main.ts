@@ -22,6 +22,8 @@ import { startShim } from "./shim/shim.js";
 import { natsOutputs, type Outputs } from "./worker/outputs.js";
 import { createWorker, type Worker } from "./worker/worker.js";
 import { createRateLimiter } from "./worker/ratelimit.js";
+import { createResponseCache } from "./worker/cache.js";
+import { jetStreamStore, type StreamStore } from "./worker/stream-log.js";
 import { existsSync } from "node:fs";
 
 export interface Proxy {
@@ -38,6 +40,8 @@ export interface ProxyDeps {
   chat?: ChatClient;
   /** wraps the NATS outputs (tests inject failpoints here) */
   wrapOutputs?: (o: Outputs) => Outputs;
+  /** wraps the store of streamed deltas into OPENAI_STREAMS (tests inject failpoints here) */
+  wrapStreamStore?: (s: StreamStore) => StreamStore;
 }
 
 /** Connects, makes sure the streams exist, and starts worker, shim and HTTP. */
@@ -101,6 +105,7 @@ export async function startProxy(
       s.results_prefix,
       s.dlq_prefix,
       s.batches_prefix,
+      s.streams_prefix,
       config.limits.subject_prefix,
       config.nats.subject,
     ];
@@ -167,6 +172,24 @@ export async function startProxy(
       poisonStream: s.poison,
       poisonConsumer: s.poison_consumer,
       limiter,
+      streamLog: {
+        store: deps.wrapStreamStore ? deps.wrapStreamStore(jetStreamStore(js)) : jetStreamStore(js),
+        prefix: s.streams_prefix,
+      },
+      // The bucket is made the first time a request asks for the cache.
+      cache: createResponseCache(
+        nc,
+        {
+          bucket: config.cache.bucket,
+          models: config.cache.models,
+          ttlMs: config.cache.ttl_ms,
+          maxTtlMs: config.cache.max_ttl_ms,
+          replicas,
+          messageTtl: server.messageTtl,
+          observer: metrics,
+        },
+        log,
+      ),
       breaker: {
         window: w.breaker.window,
         failureRatio: w.breaker.failure_ratio,

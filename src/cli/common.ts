@@ -133,6 +133,7 @@ const USER_ERRORS = new Set([
   "StreamsError",
   "CliError",
   "RequestError",
+  "ResumeError",
 ]);
 
 /** Wraps an action: user errors become one line on stderr, never a stack trace. */

@@ -15,7 +15,7 @@ import {
 } from "./common.js";
 import { readInput } from "./input.js";
 import { progressBar } from "./progress.js";
-import { printResult } from "./request.js";
+import { cacheOption, printResult } from "./request.js";
 
 interface SubmitFlags extends CommonFlags {
   json?: string;
@@ -27,6 +27,7 @@ interface SubmitFlags extends CommonFlags {
   timeout?: string;
   priority?: string;
   tenant?: string;
+  cache?: string;
 }
 
 export function submitCommand(): Command {
@@ -46,6 +47,10 @@ export function submitCommand(): Command {
     .option("--timeout <ms>", "with --wait: give up after this long (per result)")
     .option("--priority <p>", "high, normal or low (default normal; low with --file)")
     .option("--tenant <t>", "who is served and charged (default: default)")
+    .option(
+      "--cache <ttl>",
+      "answer from the response cache, and cache the answer, for ttl (10m, 30s)",
+    )
     .action(
       action(async (prompt: string | undefined, f: SubmitFlags) => {
         const timeoutMs = f.timeout ? Number(f.timeout) : undefined;
@@ -86,6 +91,7 @@ export function submitCommand(): Command {
           const s = await client.submit(input, {
             ...(f.id ? { id: f.id } : {}),
             ...laneOptions(f, "normal"),
+            ...cacheOption(f.cache),
           });
           process.stdout.write(`${s.id}\n`);
           if (s.duplicate)

@@ -15,7 +15,10 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { Config } from "../config/schema.js";
 import { publishFailure } from "../nats/publish-errors.js";
 import { Code } from "../protocol/codes.js";
-import { H, JSON_TYPE, STREAM_DELTA, TEXT_TYPE } from "../protocol/headers.js";
+import { H, JSON_TYPE, STREAM_DELTA, STREAM_RESTART, TEXT_TYPE } from "../protocol/headers.js";
+import { parseCacheTtl } from "../protocol/cache.js";
+import { streamRestart } from "../protocol/stream.js";
+import { resumeStream, type ResumeOptions } from "./resume.js";
 import { validateParams, type ChatParams } from "../protocol/request.js";
 import { readResult, type ResultView } from "../protocol/result.js";
 import { DEFAULT_SUBJECTS, idProblem, newId, subjectFor } from "../protocol/subjects.js";
@@ -59,6 +62,9 @@ export interface ClientNames {
   requestsPrefix: string;
   resultsPrefix: string;
   batchesPrefix: string;
+  /** streamed answers (resume); optional for names built before they existed */
+  streamsStream?: string;
+  streamsPrefix?: string;
 }
 
 export const DEFAULT_NAMES: ClientNames = Object.freeze({
@@ -68,6 +74,8 @@ export const DEFAULT_NAMES: ClientNames = Object.freeze({
   requestsPrefix: DEFAULT_SUBJECTS.requests,
   resultsPrefix: DEFAULT_SUBJECTS.results,
   batchesPrefix: "openai.batches",
+  streamsStream: "OPENAI_STREAMS",
+  streamsPrefix: "openai.streams",
 });
 
 /** Names from a loaded configuration. */
@@ -79,6 +87,8 @@ export function namesFromConfig(c: Config): ClientNames {
     requestsPrefix: c.streams.requests_prefix,
     resultsPrefix: c.streams.results_prefix,
     batchesPrefix: c.streams.batches_prefix,
+    streamsStream: c.streams.streams,
+    streamsPrefix: c.streams.streams_prefix,
   };
 }
 
@@ -106,6 +116,8 @@ export interface SubmitOptions {
    * 15 s); the stream's dedupe makes the retries safe. A full queue is not retried.
    */
   retryForMs?: number;
+  /** answer from the response cache, and cache the answer, for this long (`10m`, `30s`: Proxy-Cache) */
+  cache?: string;
 }
 
 export interface Submitted {
@@ -120,6 +132,15 @@ export interface RequestOptions extends Omit<SubmitOptions, "replyTo"> {
   timeoutMs?: number;
   /** streaming: called with each chunk (chat.completion.chunk JSON) */
   onDelta?: (chunk: unknown) => void;
+  /** streaming: a redelivered attempt starts the answer over (drop the chunks so far) */
+  onRestart?: (attempt: number) => void;
+}
+
+export interface StreamOptions extends Omit<RequestOptions, "onDelta" | "onRestart"> {
+  /** read the stream of this earlier request instead of sending one (the input is ignored) */
+  resume?: string;
+  /** with `resume`: skip the first n deltas of the running attempt */
+  after?: number;
 }
 
 const enc = new TextEncoder();
@@ -169,6 +190,14 @@ export class ProxyClient {
     if (o.replyTo) h.set(H.replyTo, o.replyTo);
     if (o.expiresAt !== undefined) h.set(H.expiresAt, new Date(o.expiresAt).toISOString());
     for (const [k, v] of Object.entries(o.headers ?? {})) h.set(k, v);
+    if (o.cache !== undefined) {
+      try {
+        parseCacheTtl(o.cache);
+      } catch (e) {
+        throw new ClientError(Code.badRequest, (e as Error).message, id);
+      }
+      h.set(H.cache, o.cache);
+    }
     const subject = laneSubject(this.names.requestsPrefix, tenant, priority, id);
     const deadline = Date.now() + (o.retryForMs ?? 15_000);
     for (let wait = 100; ; wait = Math.min(wait * 2, 2000)) {
@@ -226,6 +255,10 @@ export class ProxyClient {
           if (o.onDelta) o.onDelta(m.json());
           continue;
         }
+        if (m.headers?.get(H.stream) === STREAM_RESTART) {
+          o.onRestart?.(Number(m.headers.get(H.attempts)) || 0);
+          continue;
+        }
         return readResult(id, m.headers, m.data);
       }
       throw new RequestTimeoutError(id, timeoutMs);
@@ -235,11 +268,21 @@ export class ProxyClient {
     }
   }
 
-  /** Streams a JSON request: yields each delta chunk, and returns the final reply. */
+  /**
+   * Streams a JSON request: yields each delta chunk, and returns the final reply. A
+   * `StreamRestart` (see isStreamRestart) means a redelivered attempt starts over: drop
+   * the chunks received so far. With `resume: id`, reads an earlier request's stream.
+   */
   async *stream(
     input: Exclude<RequestInput, string>,
-    o: Omit<RequestOptions, "onDelta"> = {},
+    o: StreamOptions = {},
   ): AsyncGenerator<unknown, ResultView> {
+    if (o.resume !== undefined) {
+      return yield* this.resume(o.resume, {
+        ...(o.after !== undefined ? { after: o.after } : {}),
+        ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+      });
+    }
     const queue: unknown[] = [];
     let wake: (() => void) | undefined;
     let done: { r?: ResultView; e?: unknown } | undefined;
@@ -249,6 +292,10 @@ export class ProxyClient {
         ...o,
         onDelta: (c) => {
           queue.push(c);
+          wake?.();
+        },
+        onRestart: (attempt) => {
+          queue.push(streamRestart(attempt));
           wake?.();
         },
       },
@@ -271,6 +318,26 @@ export class ProxyClient {
       await new Promise<void>((r) => (wake = r));
       wake = undefined;
     }
+  }
+
+  /**
+   * Reads the streamed answer of request `id` (OPENAI_STREAMS) from the start, or after
+   * delta `after`, following it live; yields the same events as `stream()` and returns
+   * the final reply. Unknown or expired id: ResumeError 404 at once.
+   */
+  resume(id: string, o: ResumeOptions = {}): AsyncGenerator<unknown, ResultView> {
+    return resumeStream(
+      this.nc,
+      this.jsm,
+      {
+        streamsStream: this.names.streamsStream ?? "OPENAI_STREAMS",
+        streamsPrefix: this.names.streamsPrefix ?? "openai.streams",
+        resultsStream: this.names.resultsStream,
+        resultsPrefix: this.names.resultsPrefix,
+      },
+      id,
+      o,
+    );
   }
 
   /**

@@ -69,6 +69,12 @@ export const SCHEMA: Record<string, Leaf> = {
   "streams.results_prefix": { type: "string", default: "openai.results" },
   "streams.dlq_prefix": { type: "string", default: "openai.dlq" },
   "streams.batches_prefix": { type: "string", default: "openai.batches" },
+  "streams.streams": { type: "string", default: "OPENAI_STREAMS" },
+  "streams.streams_prefix": { type: "string", default: "openai.streams" },
+  "cache.bucket": { type: "string", default: "OPENAI_CACHE" },
+  "cache.models": { type: "strings", default: [], env: ["PROXY_CACHE_MODELS"] },
+  "cache.ttl_ms": { type: "number", default: 600000, min: 1000 },
+  "cache.max_ttl_ms": { type: "number", default: 86400000, min: 1000 },
   "worker.concurrency": {
     type: "number",
     default: 64,
@@ -145,6 +151,19 @@ export interface Config {
     readonly results_prefix: string;
     readonly dlq_prefix: string;
     readonly batches_prefix: string;
+    /** streamed answers, kept for readers that resume (OPENAI_STREAMS) */
+    readonly streams: string;
+    readonly streams_prefix: string;
+  };
+  /** the response cache (Proxy-Cache header, cache.models) */
+  readonly cache: {
+    readonly bucket: string;
+    /** models whose deterministic requests (temperature 0 or a seed) are cached */
+    readonly models: readonly string[];
+    /** how long cache.models caches an answer */
+    readonly ttl_ms: number;
+    /** the bucket's max_age: the longest any entry lives (a Proxy-Cache TTL is capped to it) */
+    readonly max_ttl_ms: number;
   };
   readonly worker: {
     readonly concurrency: number;

@@ -17,6 +17,8 @@ export interface Metrics extends WorkerObserver {
   setDlqSize(fn: () => Promise<number>): void;
   /** async source of the queue depth per lane, read at scrape time */
   setLaneDepths(fn: () => Promise<LaneDepth[]>): void;
+  /** a response-cache lookup: hit (with the bytes served) or miss */
+  cache(result: "hit" | "miss", bytes: number): void;
 }
 
 /**
@@ -119,6 +121,17 @@ export function createMetrics(tenants: readonly string[] = ["default"]): Metrics
       }
     },
   });
+  const cacheLookups = new Counter({
+    name: "openai_proxy_cache_total",
+    help: "Response-cache lookups by result (hit, miss)",
+    labelNames: ["result"],
+    registers: [registry],
+  });
+  const cacheBytes = new Counter({
+    name: "openai_proxy_cache_bytes_total",
+    help: "Bytes of cached answers served from the response cache",
+    registers: [registry],
+  });
   breaker.set(0);
 
   return {
@@ -154,6 +167,10 @@ export function createMetrics(tenants: readonly string[] = ["default"]): Metrics
     },
     setLaneDepths(fn) {
       laneDepths = fn;
+    },
+    cache(result, bytes) {
+      cacheLookups.inc({ result });
+      if (bytes > 0) cacheBytes.inc(bytes);
     },
   };
 }

@@ -11,6 +11,10 @@ export const H = {
   requestId: "Openai-Request-Id",
   usage: "Openai-Usage",
   stream: "Openai-Stream",
+  /** on a streamed delta: its number within the attempt (1, 2, …), live copy and stored copy alike */
+  streamSeq: "Openai-Stream-Seq",
+  /** on a request: cache the answer for this long; on a reply: `hit` or `miss` */
+  cache: "Proxy-Cache",
   attempts: "Proxy-Attempts",
   failedAt: "Proxy-Failed-At",
   batchId: "Proxy-Batch-Id",
@@ -60,3 +64,5 @@ export function isJsonType(contentType: string): boolean {
 /** Values of the `Openai-Stream` header. */
 export const STREAM_DELTA = "delta";
 export const STREAM_DONE = "done";
+/** Opens a redelivered attempt: readers drop what the failed attempt sent. */
+export const STREAM_RESTART = "restart";

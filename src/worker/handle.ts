@@ -17,13 +17,14 @@ import type { TenantGate } from "./tenant-gate.js";
 import type { WorkMsg } from "./work-msg.js";
 import { UpstreamError, type ChatClient, type ChatResult } from "../llm/chat-client.js";
 import { Code, RequestError } from "../protocol/codes.js";
-import { H, isJsonType, JSON_TYPE, STREAM_DELTA, STREAM_DONE } from "../protocol/headers.js";
+import { H, isJsonType, STREAM_DONE } from "../protocol/headers.js";
 import { decodeRequest, parseExpiresAt, type DecodedRequest } from "../protocol/request.js";
 import {
   carryHeaders,
   encodeError,
   encodeSuccess,
   isSuccessOf,
+  type CompletionLike,
   type Encoded,
 } from "../protocol/result.js";
 import { idFromSubject, replyToProblem } from "../protocol/subjects.js";
@@ -34,6 +35,9 @@ import { classify, Failure } from "./errors.js";
 import type { Outputs } from "./outputs.js";
 import { sleep } from "./sleep.js";
 import type { RateLimiter } from "./ratelimit.js";
+import type { ResponseCache } from "./cache.js";
+import { openStreamAttempt, type StreamAttempt, type StreamStore } from "./stream-log.js";
+import { completionChunks } from "../protocol/stream.js";
 
 export interface HandleSettings {
   defaultModel: string;
@@ -100,9 +104,12 @@ export interface HandleDeps {
   tenantGate?: TenantGate;
   /** per-tenant requests and tokens per minute (keyed by tenant) */
   tenantLimiter?: RateLimiter;
+  /** streamed deltas are also stored here (OPENAI_STREAMS), so readers can resume */
+  streamLog?: { store: StreamStore; prefix: string };
+  /** the response cache (Proxy-Cache, cache.models) */
+  cache?: ResponseCache;
 }
 
-const enc = new TextEncoder();
 /** Tries to store one result before the delivery is handed back (see storeResult). */
 export const STORE_ATTEMPTS = 5;
 
@@ -145,6 +152,7 @@ async function handleOne(
   let calls = 0;
   let tenant = d.lane?.tenant ?? DEFAULT_TENANT;
   let priority: Priority = d.lane?.priority ?? LEGACY_PRIORITY;
+  let attempt: StreamAttempt | undefined;
   const fin = (outcome: Outcome, extra: Partial<Finished> = {}): Finished => ({
     id,
     outcome,
@@ -213,16 +221,26 @@ async function handleOne(
         `request expired at ${new Date(expiresAt).toISOString()} (Expires-At) before a worker could call the API; resubmit with a later Expires-At`,
       );
     }
-    const streaming = req.params.stream === true && replyTo !== "";
+    // Streamed answers are stored for resuming readers even without a Reply-To.
+    const streaming = req.params.stream === true && (replyTo !== "" || d.streamLog !== undefined);
+    if (streaming) attempt = openAttempt(d, id, attempts, replyTo);
+    const plan = d.cache?.plan(hdr(H.cache), req.params);
+    const cached = plan ? await d.cache!.get(plan) : undefined;
     upstreamStart = Date.now();
-    const release = await d.tenantGate?.acquire(tenant, d.signal);
     let result: ChatResult;
-    try {
-      result = await callWithRetries(req, d, streaming ? replyTo : "", id, tenant, () => calls++);
-    } finally {
-      release?.();
+    if (cached) {
+      result = replayCached(cached, attempt);
+    } else {
+      const release = await d.tenantGate?.acquire(tenant, d.signal);
+      try {
+        result = await callWithRetries(req, d, attempt, id, tenant, () => calls++);
+      } finally {
+        release?.();
+      }
     }
-    upstreamMs = Date.now() - upstreamStart;
+    upstreamMs = cached ? 0 : Date.now() - upstreamStart;
+    // Every stored delta has its PubAck before anything is acked: a lost one redoes the attempt.
+    await attempt?.settle();
     const out = encodeSuccess(req.kind, result.completion, {
       id,
       attempts,
@@ -230,14 +248,20 @@ async function handleOne(
     });
     if (streaming) out.headers.set(H.stream, STREAM_DONE);
     out.headers.set(H.requestSeq, String(m.seq));
+    if (plan) out.headers.set(H.cache, cached ? "hit" : "miss");
     carryHeaders(m.headers, out.headers);
+    // The stream's end is stored before the result: a reader that saw the result's
+    // attempt finish never waits for a `done` that is not coming.
+    await attempt?.finish(out);
     // From here on the API has answered: a failure is ours, never worth another call.
     await storeResult(d, id, out);
     if (replyTo) {
       d.out.reply(replyTo, out);
       await d.out.flush();
     }
+    if (plan && !cached) await d.cache!.put(plan, result.completion);
     m.ack();
+    if (cached) return fin("ok");
     const u = result.completion.usage;
     return fin(
       "ok",
@@ -254,7 +278,7 @@ async function handleOne(
         )
       : classify(e, model);
     if (upstreamStart > 0 && upstreamMs === 0) upstreamMs = Date.now() - upstreamStart;
-    const ctx = { id, kind, model, attempts, replyTo, shutdown };
+    const ctx = { id, kind, model, attempts, replyTo, shutdown, attempt };
     try {
       return await settleFailure(m, d, f, ctx, fin);
     } catch (e2) {
@@ -295,6 +319,8 @@ interface Ctx {
   replyTo: string;
   /** the worker's shutdown signal (d.signal also aborts at worker.max_delivery_ms) */
   shutdown: AbortSignal;
+  /** a streaming request's writer: its stream is closed with the error too */
+  attempt?: StreamAttempt | undefined;
 }
 
 async function settleFailure(
@@ -328,6 +354,8 @@ async function settleFailure(
       model: c.model,
     });
     carryHeaders(m.headers, err.headers);
+    // Readers following the stream end with the error (best effort: the result has it too).
+    await c.attempt?.finish(err).catch(() => undefined);
     await storeResult(d, c.id, err);
     if (c.replyTo) {
       d.out.reply(c.replyTo, err);
@@ -412,27 +440,37 @@ async function storeResult(d: HandleDeps, id: string, r: Encoded): Promise<void>
   }
 }
 
+/** The writer of one streaming attempt: live to Reply-To, stored in OPENAI_STREAMS. */
+function openAttempt(d: HandleDeps, id: string, attempts: number, replyTo: string): StreamAttempt {
+  return openStreamAttempt(
+    id,
+    attempts,
+    replyTo,
+    (subject, r) => d.out.reply(subject, r),
+    d.streamLog?.store,
+    { prefix: d.streamLog?.prefix ?? "" },
+  );
+}
+
+/** A cache hit as a call's result; a streaming request gets it as a few deltas. */
+function replayCached(completion: CompletionLike, attempt: StreamAttempt | undefined): ChatResult {
+  if (attempt) {
+    attempt.beginCall();
+    for (const chunk of completionChunks(completion)) attempt.delta(chunk);
+  }
+  return { completion };
+}
+
 async function callWithRetries(
   req: DecodedRequest,
   d: HandleDeps,
-  streamTo: string,
+  attempt: StreamAttempt | undefined,
   id: string,
   tenant: string,
   counted: () => void,
 ): Promise<ChatResult> {
   const s = d.settings;
-  const onDelta = streamTo
-    ? (chunk: unknown) => {
-        const h = natsHeaders();
-        h.set(H.stream, STREAM_DELTA);
-        h.set(H.msgId, id);
-        h.set(H.contentType, JSON_TYPE);
-        d.out.reply(streamTo, {
-          headers: h,
-          data: enc.encode(JSON.stringify(chunk)),
-        } satisfies Encoded);
-      }
-    : undefined;
+  const onDelta = attempt ? (chunk: unknown) => attempt.delta(chunk) : undefined;
   return pRetry(
     async () => {
       if (d.breaker.isOpen)
@@ -456,6 +494,7 @@ async function callWithRetries(
         );
       }
       counted();
+      attempt?.beginCall();
       try {
         const r = await d.chat.complete(req.params, {
           signal: d.signal,

@@ -12,7 +12,7 @@ import type { ChatClient } from "../llm/chat-client.js";
 import type { Logger } from "../log.js";
 import { CircuitBreaker, type BreakerState } from "./breaker.js";
 import type { Failure } from "./errors.js";
-import { handleMessage, type Finished, type HandleSettings } from "./handle.js";
+import { handleMessage, type Finished, type HandleDeps, type HandleSettings } from "./handle.js";
 import type { Outputs } from "./outputs.js";
 import { watchPoison, type PoisonWatcher } from "./poison.js";
 import { LanePuller } from "./puller.js";
@@ -56,6 +56,10 @@ export interface WorkerOptions {
   poisonConsumer: string;
   settings: Omit<HandleSettings, "maxDeliver" | "ackWaitMs" | "probeIntervalMs">;
   limiter?: RateLimiter;
+  /** streamed deltas are also stored here (OPENAI_STREAMS) */
+  streamLog?: HandleDeps["streamLog"];
+  /** the response cache */
+  cache?: HandleDeps["cache"];
 }
 
 export interface Worker {
@@ -166,6 +170,8 @@ export function createWorker(o: WorkerOptions): Worker {
           ...(o.limiter ? { limiter: o.limiter } : {}),
           ...(o.tenantGate ? { tenantGate: o.tenantGate } : {}),
           ...(o.tenantLimiter ? { tenantLimiter: o.tenantLimiter } : {}),
+          ...(o.streamLog ? { streamLog: o.streamLog } : {}),
+          ...(o.cache ? { cache: o.cache } : {}),
           quietDelay: () => puller?.quietDelay() ?? 0,
           lane,
         });

@@ -219,6 +219,23 @@ describe("least privilege: the roles of docs/security.md on a server enforcing t
     );
     expect(streamed.ok).toBe(true);
     expect(deltas.length).toBeGreaterThan(0);
+    // ... its stream was stored (the proxy's openai.streams.>), and the submitter can resume it.
+    let resumed = "";
+    const it = submitter.resume(streamed.id, { timeoutMs: 10_000 });
+    for (let n = await it.next(); ; n = await it.next()) {
+      if (n.done) {
+        expect(n.value.ok).toBe(true);
+        break;
+      }
+      resumed +=
+        (n.value as { choices: { delta: { content?: string } }[] }).choices[0]?.delta.content ?? "";
+    }
+    expect(resumed).toBe(`${ANSWER}hello stream`);
+    // ... and a cached request: the proxy creates and uses the KV bucket.
+    const c1 = await submitter.request("hello cache", { cache: "1m", timeoutMs: 10_000 });
+    const c2 = await submitter.request("hello cache", { cache: "1m", timeoutMs: 10_000 });
+    expect(c2.body).toBe(c1.body);
+    expect(c2.body).toBe(`${ANSWER}hello cache`);
     const { id } = await submitter.submit("fire and forget");
     const stored = await submitter.result(id, { wait: true, timeoutMs: 10_000 });
     expect(stored).toMatchObject({ ok: true, body: `${ANSWER}fire and forget` });

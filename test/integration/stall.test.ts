@@ -66,7 +66,7 @@ async function proxy(flags: Record<string, unknown>): Promise<Proxy> {
   return p;
 }
 
-/** Streams a request; resolves with the final message (the first without Openai-Stream: delta). */
+/** Streams a request; resolves with the final message (the first that is neither a delta nor a restart). */
 async function streamed(id: string, prompt: string): Promise<{ final: Msg; deltas: number }> {
   const inbox = createInbox();
   const sub = nc.subscribe(inbox);
@@ -79,7 +79,8 @@ async function streamed(id: string, prompt: string): Promise<{ final: Msg; delta
   try {
     for await (const m of sub) {
       if (m.headers?.get("Openai-Stream") === "delta") deltas++;
-      else return { final: m, deltas };
+      // A retry after deltas went out opens with a restart (issue 14): not the end.
+      else if (m.headers?.get("Openai-Stream") !== "restart") return { final: m, deltas };
     }
   } finally {
     clearTimeout(timer);

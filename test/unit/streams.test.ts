@@ -23,13 +23,14 @@ function stream(defs: Definitions, name: string) {
 describe("loadDefinitions on the repository's streams/", () => {
   const defs = loadDefinitions(STREAMS_DIR);
 
-  it("defines the five streams and two consumers", () => {
+  it("defines the six streams and two consumers", () => {
     expect(defs.streams.map((s) => s.name).sort()).toEqual([
       "OPENAI_BATCHES",
       "OPENAI_DLQ",
       "OPENAI_POISON",
       "OPENAI_REQUESTS",
       "OPENAI_RESULTS",
+      "OPENAI_STREAMS",
     ]);
     expect(defs.consumers.map((c) => c.config.durable_name).sort()).toEqual([
       "openai-proxy",
@@ -63,6 +64,15 @@ describe("loadDefinitions on the repository's streams/", () => {
     expect(s.max_age).toBe(14 * 24 * 3600 * S);
   });
 
+  it("OPENAI_STREAMS keeps every streamed delta of a request for 15 minutes, on file", () => {
+    const s = stream(defs, "OPENAI_STREAMS");
+    expect(s.retention).toBe("limits");
+    expect(s.storage).toBe("file");
+    expect(s.subjects).toEqual(["openai.streams.>"]);
+    expect(s.max_age).toBe(15 * 60 * S);
+    expect(s.max_msgs_per_subject).toBeUndefined();
+  });
+
   it("the openai-proxy consumer: explicit ack, 30 s ack_wait, max_deliver 5, no backoff", () => {
     const c = defs.consumers.find((x) => x.config.durable_name === "openai-proxy")!;
     expect(c.stream_name).toBe("OPENAI_REQUESTS");
@@ -76,8 +86,8 @@ describe("loadDefinitions on the repository's streams/", () => {
 
   it("replicas overrides num_replicas of every stream", () => {
     const d3 = loadDefinitions(STREAMS_DIR, 3);
-    expect(d3.streams.map((s) => s.num_replicas)).toEqual([3, 3, 3, 3, 3]);
-    expect(defs.streams.map((s) => s.num_replicas)).toEqual([1, 1, 1, 1, 1]);
+    expect(d3.streams.map((s) => s.num_replicas)).toEqual([3, 3, 3, 3, 3, 3]);
+    expect(defs.streams.map((s) => s.num_replicas)).toEqual([1, 1, 1, 1, 1, 1]);
   });
 });
 
