@@ -22,6 +22,9 @@ import { natsOutputs, type Outputs } from "./worker/outputs.js";
 import { createWorker, type Worker } from "./worker/worker.js";
 import { createRateLimiter } from "./worker/ratelimit.js";
 import { existsSync } from "node:fs";
+import { createActivity, observeActivity } from "./http/activity.js";
+import { checkHttpExposure } from "./http/guard.js";
+import { operatorRoutes } from "./http/operator.js";
 
 export interface Proxy {
   readonly nc: NatsConnection;
@@ -51,6 +54,7 @@ export async function startProxy(
       "no API key: set OPENAI_API_KEY (or openai.api_key), or openai.base_url / OPENAI_BASE_URL to an OpenAI-compatible server",
     );
   }
+  checkHttpExposure(config.http);
   const nc = await connectNats(config.nats, log);
   try {
     const server = checkServer(nc);
@@ -80,6 +84,7 @@ export async function startProxy(
         ...(o.transport === "node" ? { fetch: createNodeFetch() } : {}),
       });
     const metrics = createMetrics();
+    const activity = createActivity();
     metrics.setDlqSize(async () => (await jsm.streams.info(s.dlq)).state.messages);
     const natsOut = natsOutputs(nc, js, jsm, {
       results: s.results,
@@ -150,7 +155,7 @@ export async function startProxy(
       chat,
       out,
       log,
-      observer: metrics,
+      observer: observeActivity(metrics, activity),
       stream: s.requests,
       lanes,
       concurrency: w.concurrency,
@@ -221,6 +226,7 @@ export async function startProxy(
             };
             return { ready: Object.values(checks).every(Boolean), checks };
           },
+          routes: operatorRoutes({ nc, jsm, config, lanes, worker, activity, log }),
         })
       : undefined;
     log.info(
