@@ -25,7 +25,7 @@ if [ ! -x "$BIN" ]; then
     -o Acquire::Retries=3 chromium >&2 ||
     { log "error: apt-get install chromium failed (see above)"; exit 1; }
 fi
-if ! "$BIN" --version >&2; then
+if ! "$BIN" --version 2>/dev/null >&2; then
   log "error: $BIN does not run (see above)"
   exit 1
 fi

@@ -61,6 +61,21 @@ export function sparkline(series: readonly Series[], title: string): SVGSVGEleme
       open = true;
     });
     if (parts.length === 0) continue;
+    // A point with no neighbour draws no line: mark it.
+    if (s.kind !== "area")
+      s.values.forEach((v, i) => {
+        if (v === undefined || s.values[i - 1] !== undefined || s.values[i + 1] !== undefined)
+          return;
+        svg.append(
+          el("rect", {
+            class: s.kind === "line" ? "dot" : "dot2",
+            x: (Number(x(i)) - 2).toFixed(1),
+            y: (Number(y(v)) - 2).toFixed(1),
+            width: "4",
+            height: "4",
+          }),
+        );
+      });
     const d = s.kind === "area" ? `${parts.join(" ")} L${W},${H} L0,${H} Z` : parts.join(" ");
     svg.append(
       el("path", {

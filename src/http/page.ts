@@ -74,6 +74,7 @@ const CSS = `
 @media (prefers-color-scheme: dark) { :root { --fg: #e5e8ee; --muted: #99a1b0; --bg: #15181d;
   --card: #1e232a; --line: #333a45; --accent: #6aa1ff; --ok: #43c07a; --bad: #ff6b62; --warn: #f0b040; } }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; padding: 12px 18px; font: 13px/1.35 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
 header { display: flex; align-items: baseline; gap: 14px; margin-bottom: 10px; }
 h1 { font-size: 17px; margin: 0; }
@@ -87,6 +88,7 @@ h2 { font-size: 12px; margin: 0 0 6px; text-transform: uppercase; letter-spacing
 .chart svg { width: 100%; height: 64px; display: block; }
 .chart .area { fill: var(--accent); opacity: .18; } .chart .line { fill: none; stroke: var(--accent); stroke-width: 1.5; }
 .chart .line2 { fill: none; stroke: var(--warn); stroke-width: 1.5; } .chart .err { fill: var(--bad); }
+.chart .dot { fill: var(--accent); } .chart .dot2 { fill: var(--warn); }
 .lanes, .dlq { margin-bottom: 10px; }
 table { width: 100%; border-collapse: collapse; }
 th, td { text-align: left; padding: 3px 6px; border-bottom: 1px solid var(--line); vertical-align: top; }
