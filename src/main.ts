@@ -25,6 +25,7 @@ import { existsSync } from "node:fs";
 import { createActivity, observeActivity } from "./http/activity.js";
 import { checkHttpExposure } from "./http/guard.js";
 import { operatorRoutes } from "./http/operator.js";
+import { createTracing } from "./tracing/tracing.js";
 
 export interface Proxy {
   readonly nc: NatsConnection;
@@ -148,6 +149,11 @@ export async function startProxy(
       },
       log,
     );
+    const tracing = await createTracing({
+      endpoint: config.tracing.otlp_endpoint,
+      serviceName: config.tracing.service_name,
+      log,
+    });
     const worker = createWorker({
       nc,
       js,
@@ -167,6 +173,7 @@ export async function startProxy(
       poisonStream: s.poison,
       poisonConsumer: s.poison_consumer,
       limiter,
+      tracing,
       breaker: {
         window: w.breaker.window,
         failureRatio: w.breaker.failure_ratio,
@@ -260,6 +267,7 @@ export async function startProxy(
           tenantGate.close();
           await nc.drain().catch(() => undefined);
           await http?.close();
+          await tracing.shutdown();
           log.info("stopped");
         })();
         return stopping;

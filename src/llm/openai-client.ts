@@ -42,7 +42,7 @@ export function createOpenAIClient(o: OpenAIClientOptions): ChatClient {
           stream: false,
         } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming;
         const { data, response } = await client.chat.completions
-          .create(body, { signal: opts.signal })
+          .create(body, { signal: opts.signal, ...(opts.headers ? { headers: opts.headers } : {}) })
           .withResponse();
         return {
           completion: data as unknown as CompletionLike,
@@ -74,7 +74,7 @@ async function streamed(
     stream_options: { include_usage: true, ...(params.stream_options as object | undefined) },
   } as unknown as OpenAI.ChatCompletionCreateParamsStreaming;
   const { data: stream, response } = await client.chat.completions
-    .create(body, { signal: opts.signal })
+    .create(body, { signal: opts.signal, ...(opts.headers ? { headers: opts.headers } : {}) })
     .withResponse();
   const acc = new Accumulator();
   for await (const chunk of stream) {

@@ -28,6 +28,7 @@ import { classify, Failure } from "./errors.js";
 import type { Outputs } from "./outputs.js";
 import { sleep } from "./sleep.js";
 import type { RateLimiter } from "./ratelimit.js";
+import type { Tracing } from "../tracing/tracing.js";
 
 export interface HandleSettings {
   defaultModel: string;
@@ -92,6 +93,8 @@ export interface HandleDeps {
   tenantGate?: TenantGate;
   /** per-tenant requests and tokens per minute (keyed by tenant) */
   tenantLimiter?: RateLimiter;
+  /** traceparent on the upstream call and the results; spans when exporting */
+  tracing?: Tracing;
 }
 
 const enc = new TextEncoder();
@@ -105,8 +108,13 @@ export async function handleMessage(m: WorkMsg, deps: HandleDeps): Promise<Finis
   const local = new AbortController();
   const relay = () => local.abort();
   deps.signal.addEventListener("abort", relay, { once: true });
+  // Tracing decorates this delivery's upstream calls and outputs (nothing without a trace).
+  const trace = deps.tracing?.begin(m);
   try {
-    return await handleOne(m, { ...deps, signal: local.signal });
+    const traced = trace ? { chat: trace.chat(deps.chat), out: trace.out(deps.out) } : {};
+    const f = await handleOne(m, { ...deps, ...traced, signal: local.signal });
+    trace?.end(f);
+    return f;
   } finally {
     deps.signal.removeEventListener("abort", relay);
   }

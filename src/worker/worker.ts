@@ -20,6 +20,7 @@ import type { WorkMsg } from "./work-msg.js";
 import { sleep } from "./sleep.js";
 import type { RateLimiter } from "./ratelimit.js";
 import type { TenantGate } from "./tenant-gate.js";
+import type { Tracing } from "../tracing/tracing.js";
 
 export type WorkerState = "INITIALIZED" | "RUNNING" | "STOPPING" | "STOPPED";
 
@@ -58,6 +59,8 @@ export interface WorkerOptions {
   poisonConsumer: string;
   settings: Omit<HandleSettings, "maxDeliver" | "ackWaitMs" | "probeIntervalMs">;
   limiter?: RateLimiter;
+  /** W3C trace propagation and span export */
+  tracing?: Tracing;
 }
 
 export interface Worker {
@@ -205,6 +208,7 @@ export function createWorker(o: WorkerOptions): Worker {
           ...(o.limiter ? { limiter: o.limiter } : {}),
           ...(o.tenantGate ? { tenantGate: o.tenantGate } : {}),
           ...(o.tenantLimiter ? { tenantLimiter: o.tenantLimiter } : {}),
+          ...(o.tracing ? { tracing: o.tracing } : {}),
           quietDelay: () => puller?.quietDelay() ?? 0,
           lane,
         });
