@@ -188,16 +188,20 @@ function failed(e: unknown): void {
 /** One read and render; false when a replay or delete happened meanwhile (stale answer). */
 async function readOnce(): Promise<boolean> {
   const seen = epoch;
-  const [o, page] = await Promise.all([
+  const [o, page] = await Promise.allSettled([
     call<Overview>("GET", "/api/overview"),
     call<DlqPageView>("GET", `/api/dlq?limit=${Math.min(500, loaded)}`),
   ]);
+  if (o.status === "rejected") throw o.reason;
   if (seen !== epoch) return false;
   $("login").hidden = true;
   $("app").hidden = false;
-  renderOverview(o);
-  renderDlq(page.items, page.next);
-  $("status").textContent = `updated ${new Date(o.time).toLocaleTimeString()}`;
+  renderOverview(o.value);
+  // The queues still show when the dead letters cannot be read (e.g. NATS permissions).
+  if (page.status === "fulfilled") renderDlq(page.value.items, page.value.next);
+  else if (page.reason instanceof Unauthorized) throw page.reason;
+  else $("dlq-msg").textContent = `dead letters not read: ${(page.reason as Error).message}`;
+  $("status").textContent = `updated ${new Date(o.value.time).toLocaleTimeString()}`;
   $("status").className = "muted";
   return true;
 }
