@@ -11,7 +11,7 @@ SRC := $(shell find src web -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.bui
 
 .PHONY: help setup deps nats-server redis-server build run demo test test-integration lint format \
         streams-apply streams-info streams-purge dlq-list dlq-replay dlq-purge bench throughput soak \
-        chromium clean distclean
+        chromium screenshot clean distclean
 
 # nats-server >= 2.10: NATS_SERVER_BIN, else PATH or /usr/sbin, else Debian's package unpacked
 # into .tools/ (NATS_SERVER_SUITE, default sid; =trixie for the oldest supported, 2.10.x).
@@ -22,7 +22,7 @@ nats_server_env := $(if $(NATS_SERVER_SUITE),NATS_SERVER_SUITE='$(NATS_SERVER_SU
 nats_server_bin = $(eval nats_server_bin := $(or $(shell $(nats_server_env) scripts/nats-server.sh),\
   $(error no usable nats-server (2.10 or newer), see above)))$(nats_server_bin)
 # Exported to the recipes (and so to the test helper and scripts/run.sh) of these targets only.
-setup run demo test test-integration bench throughput soak: override export NATS_SERVER_BIN = $(nats_server_bin)
+setup run demo test test-integration screenshot bench throughput soak: override export NATS_SERVER_BIN = $(nats_server_bin)
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 18
@@ -83,6 +83,9 @@ dlq-purge: build ## delete all dead letters
 
 chromium: ## install Debian's chromium if missing (the operator page's browser tests drive it)
 	@scripts/chromium.sh >/dev/null
+
+screenshot: deps nats-server chromium ## rewrite docs/operator-page.png from the browser test
+	UPDATE_SCREENSHOT=1 npx vitest run test/browser
 
 redis-server: ## install redis-server from Debian if missing (the BullMQ baseline of make bench)
 	@command -v redis-server >/dev/null 2>&1 || { \

@@ -9,7 +9,7 @@
  * with its message: nothing is skipped.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -32,7 +32,11 @@ import type { ProxyClient } from "../../src/client/client.js";
 const TOKEN = "browser-test-token-0123456789";
 const TENANTS = { default: { weight: 1 }, acme: { weight: 1 } };
 const VIEWPORT = { width: 1366, height: 768 };
-const SCREENSHOT = join(ROOT, "docs/operator-page.png");
+// docs/operator-page.png is rewritten with UPDATE_SCREENSHOT=1 (make screenshot) or when it
+// is missing; otherwise the screenshot goes to a temporary file, so a test run leaves the
+// committed one alone.
+const DOCS_SCREENSHOT = join(ROOT, "docs/operator-page.png");
+const UPDATE = process.env.UPDATE_SCREENSHOT === "1" || !existsSync(DOCS_SCREENSHOT);
 
 let server: NatsServerHandle;
 let dev: DevOpenAI;
@@ -235,6 +239,11 @@ describe("operator page", () => {
     expect(box).not.toBeNull();
     expect(box!.y + box!.height).toBeLessThanOrEqual(VIEWPORT.height);
     expect(await page.locator("#chart-throughput svg path").count()).toBeGreaterThan(0);
-    await page.screenshot({ path: SCREENSHOT });
+    const shot = UPDATE ? DOCS_SCREENSHOT : join(profile, "operator-page.png");
+    await page.screenshot({ path: shot });
+    const png = readFileSync(shot);
+    expect(png.subarray(1, 4).toString()).toBe("PNG");
+    // IHDR: width and height, big-endian, at bytes 16 and 20.
+    expect([png.readUInt32BE(16), png.readUInt32BE(20)]).toEqual([VIEWPORT.width, VIEWPORT.height]);
   });
 });
