@@ -7,11 +7,11 @@ DEV_OPENAI_PORT ?= 8787
 HTTP_PORT ?= 9464
 export NATS_URL ?= nats://127.0.0.1:$(NATS_PORT)
 CLI := node dist/cli/main.js
-SRC := $(shell find src -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
+SRC := $(shell find src web -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json web/tsconfig.json
 
 .PHONY: help setup deps nats-server redis-server build run demo test test-integration lint format \
         streams-apply streams-info streams-purge dlq-list dlq-replay dlq-purge bench throughput soak \
-        clean distclean
+        chromium screenshot clean distclean
 
 # nats-server >= 2.10: NATS_SERVER_BIN, else PATH or /usr/sbin, else Debian's package unpacked
 # into .tools/ (NATS_SERVER_SUITE, default sid; =trixie for the oldest supported, 2.10.x).
@@ -22,7 +22,7 @@ nats_server_env := $(if $(NATS_SERVER_SUITE),NATS_SERVER_SUITE='$(NATS_SERVER_SU
 nats_server_bin = $(eval nats_server_bin := $(or $(shell $(nats_server_env) scripts/nats-server.sh),\
   $(error no usable nats-server (2.10 or newer), see above)))$(nats_server_bin)
 # Exported to the recipes (and so to the test helper and scripts/run.sh) of these targets only.
-setup run demo test test-integration bench throughput soak: override export NATS_SERVER_BIN = $(nats_server_bin)
+setup run demo test test-integration screenshot bench throughput soak: override export NATS_SERVER_BIN = $(nats_server_bin)
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 18
@@ -48,7 +48,7 @@ run: setup ## local JetStream (.data/), streams applied, proxy serving (local te
 demo: setup ## start everything, show a round trip of each kind, stop
 	NATS_PORT=$(NATS_PORT) DEV_OPENAI_PORT=$(DEV_OPENAI_PORT) HTTP_PORT=$(HTTP_PORT) scripts/run.sh --demo
 
-test: deps nats-server ## unit and integration tests (real nats-server, local OpenAI-compatible server)
+test: deps nats-server chromium ## unit and integration tests (real nats-server, local OpenAI-compatible server)
 	npx vitest run
 
 test-integration: deps nats-server ## integration tests only (CI runs them on the oldest supported nats-server too)
@@ -58,6 +58,7 @@ lint: deps ## eslint + prettier + tsc --noEmit
 	npx eslint .
 	npx prettier --check .
 	npx tsc --noEmit -p .
+	npx tsc --noEmit -p web
 
 format: deps
 	npx prettier --write .
@@ -79,6 +80,12 @@ dlq-replay: build ## replay dead letters (ID=<id>, default all)
 
 dlq-purge: build ## delete all dead letters
 	$(CLI) dlq purge $(ARGS)
+
+chromium: ## install Debian's chromium if missing (the operator page's browser tests drive it)
+	@scripts/chromium.sh >/dev/null
+
+screenshot: deps nats-server chromium ## rewrite docs/operator-page.png from the browser test
+	UPDATE_SCREENSHOT=1 npx vitest run test/browser
 
 redis-server: ## install redis-server from Debian if missing (the BullMQ baseline of make bench)
 	@command -v redis-server >/dev/null 2>&1 || { \

@@ -53,7 +53,7 @@ echo "== applying streams/*.json"
 $CLI streams apply
 
 if [ "$DEMO" != "--demo" ]; then
-  echo "== serving (Ctrl-C stops; metrics on http://127.0.0.1:$HTTP_PORT/metrics)"
+  echo "== serving (Ctrl-C stops; operator page on http://127.0.0.1:$HTTP_PORT/, metrics on http://127.0.0.1:$HTTP_PORT/metrics)"
   $CLI serve --http-port "$HTTP_PORT" ${SERVE_ARGS:-} &
   pids+=($!)
   wait "${pids[-1]}"
@@ -84,6 +84,17 @@ echo "== 5. a bad request is answered with an error and dead-lettered"
 echo '{"model":"no-such-model","messages":[{"role":"user","content":"hi"}]}' >.data/demo-bad.json
 $CLI request --json .data/demo-bad.json || true
 $CLI dlq list || true
+echo
+echo "== 6. the operator page on http://127.0.0.1:$HTTP_PORT/ and its JSON API (GET /api/overview)"
+node -e '
+const base = process.argv[1];
+(async () => {
+  const page = await fetch(base + "/");
+  const o = await (await fetch(base + "/api/overview")).json();
+  console.log("GET / ->", page.status, page.headers.get("content-type"));
+  console.log(JSON.stringify({ queue: o.queue, worker: o.worker, dlq: o.dlq, last_15_min: o.activity.total }));
+})().catch((e) => { console.error(e.message); process.exit(1); });
+' "http://127.0.0.1:$HTTP_PORT"
 echo
 echo "== streams"
 $CLI streams info

@@ -25,6 +25,10 @@ import { createRateLimiter } from "./worker/ratelimit.js";
 import { createResponseCache } from "./worker/cache.js";
 import { jetStreamStore, type StreamStore } from "./worker/stream-log.js";
 import { existsSync } from "node:fs";
+import { createActivity, observeActivity } from "./http/activity.js";
+import { checkHttpExposure } from "./http/guard.js";
+import { operatorRoutes } from "./http/operator.js";
+import { createTracing } from "./tracing/tracing.js";
 
 export interface Proxy {
   readonly nc: NatsConnection;
@@ -56,6 +60,7 @@ export async function startProxy(
       "no API key: set OPENAI_API_KEY (or openai.api_key), or openai.base_url / OPENAI_BASE_URL to an OpenAI-compatible server",
     );
   }
+  checkHttpExposure(config.http);
   const nc = await connectNats(config.nats, log);
   try {
     const server = checkServer(nc);
@@ -88,6 +93,7 @@ export async function startProxy(
         ...(o.transport === "node" ? { fetch: createNodeFetch() } : {}),
       });
     const metrics = createMetrics(Object.keys(config.tenants));
+    const activity = createActivity();
     metrics.setDlqSize(async () => (await jsm.streams.info(s.dlq)).state.messages);
     metrics.setLaneDepths(() => laneDepths(jsm, s.requests, lanes));
     const natsOut = natsOutputs(nc, js, jsm, {
@@ -154,6 +160,11 @@ export async function startProxy(
       },
       log,
     );
+    const tracing = await createTracing({
+      endpoint: config.tracing.otlp_endpoint,
+      serviceName: config.tracing.service_name,
+      log,
+    });
     const worker = createWorker({
       nc,
       js,
@@ -161,7 +172,7 @@ export async function startProxy(
       chat,
       out,
       log,
-      observer: metrics,
+      observer: observeActivity(metrics, activity),
       stream: s.requests,
       lanes,
       concurrency: w.concurrency,
@@ -190,6 +201,7 @@ export async function startProxy(
         },
         log,
       ),
+      tracing,
       breaker: {
         window: w.breaker.window,
         failureRatio: w.breaker.failure_ratio,
@@ -250,6 +262,7 @@ export async function startProxy(
             };
             return { ready: Object.values(checks).every(Boolean), checks };
           },
+          routes: operatorRoutes({ nc, jsm, config, lanes, worker, activity, log }),
         })
       : undefined;
     log.info(
@@ -283,6 +296,7 @@ export async function startProxy(
           tenantGate.close();
           await nc.drain().catch(() => undefined);
           await http?.close();
+          await tracing.shutdown();
           log.info("stopped");
         })();
         return stopping;

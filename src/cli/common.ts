@@ -81,7 +81,11 @@ export function configFrom(f: CommonFlags): Loaded {
 
 /** The logger for a configuration, scrubbing its secrets. */
 export function loggerFor(c: Config): Logger {
-  return createLogger({ level: c.log.level, pretty: c.log.pretty, secrets: [c.openai.api_key] });
+  return createLogger({
+    level: c.log.level,
+    pretty: c.log.pretty,
+    secrets: [c.openai.api_key, c.http.token],
+  });
 }
 
 /** Loads config, connects, runs `fn` with a client, and closes. */

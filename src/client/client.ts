@@ -30,6 +30,7 @@ import {
   type Priority,
 } from "../protocol/lanes.js";
 import { tenantAdmission, type TenantAdmission } from "../nats/tenants.js";
+import { ensureTraceparent } from "../protocol/traceparent.js";
 
 /** A refused submission or a failed wait; `code` is the wire error code. */
 export class ClientError extends Error {
@@ -198,6 +199,8 @@ export class ProxyClient {
       }
       h.set(H.cache, o.cache);
     }
+    // The caller's trace (headers.traceparent), or a new one.
+    ensureTraceparent(h);
     const subject = laneSubject(this.names.requestsPrefix, tenant, priority, id);
     const deadline = Date.now() + (o.retryForMs ?? 15_000);
     for (let wait = 100; ; wait = Math.min(wait * 2, 2000)) {

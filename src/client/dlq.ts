@@ -2,7 +2,7 @@
  * Dead-letter operations: list, show, replay (back into the work queue, removing
  * each dead letter only after the requeued copy's PubAck) and purge.
  */
-import { jetstream } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, type JsMsg } from "@nats-io/jetstream";
 import { isAlreadyGone } from "../nats/errors.js";
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
@@ -60,6 +60,24 @@ function toDeadLetter(sm: StoredMsg, requestsPrefix: string): DeadLetter {
   };
 }
 
+/** One page of dead letters (see `DeadLetters.page`). */
+export interface DeadLetterPage {
+  items: DeadLetter[];
+  /** the `after` of the next page; absent on the last one */
+  next?: number;
+}
+
+function storedOf(m: JsMsg): StoredMsg {
+  return {
+    subject: m.subject,
+    seq: m.seq,
+    header: m.headers!,
+    data: m.data,
+    time: new Date(Math.floor(m.info.timestampNanos / 1e6)),
+    timestamp: "",
+  } as unknown as StoredMsg;
+}
+
 export class DeadLetters {
   constructor(
     private readonly nc: NatsConnection,
@@ -94,6 +112,53 @@ export class DeadLetters {
       if (m.seq === last) break;
     }
     return out;
+  }
+
+  /**
+   * At most `limit` dead letters with a sequence above `after`, oldest first, read by an
+   * ordered consumer starting there: never more than one page in memory. `next` is the
+   * `after` of the following page, undefined on the last one.
+   */
+  async page(o: { limit: number; after?: number }): Promise<DeadLetterPage> {
+    const limit = Math.max(1, Math.floor(o.limit));
+    const after = Math.max(0, Math.floor(o.after ?? 0));
+    const items: DeadLetter[] = [];
+    const c = await jetstream(this.nc).consumers.get(this.n.dlqStream, {
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: after + 1,
+    });
+    try {
+      const pending = (await c.info()).num_pending;
+      if (pending === 0) return { items };
+      let more = pending > limit;
+      // Bounded by the count and by `expires`: dead letters removed meanwhile end the page early.
+      const msgs = await c.fetch({ max_messages: Math.min(limit, pending), expires: 2000 });
+      for await (const m of msgs) {
+        items.push(toDeadLetter(storedOf(m), this.n.requestsPrefix));
+        more = m.info.pending > 0;
+        if (items.length >= limit || !more) break;
+      }
+      await msgs.close();
+      const last = items.at(-1);
+      return more && last ? { items, next: last.seq } : { items };
+    } finally {
+      await c.delete().catch(() => undefined);
+    }
+  }
+
+  /** The last sequence the DLQ stream has assigned (0 when it never held anything). */
+  async lastSeq(): Promise<number> {
+    return (await this.jsm.streams.info(this.n.dlqStream)).state.last_seq;
+  }
+
+  /** Deletes the dead letter of `id`; false when there is none. */
+  async remove(id: string): Promise<boolean> {
+    const d = await this.show(id);
+    if (!d) return false;
+    return this.jsm.streams.deleteMessage(this.n.dlqStream, d.seq, false).catch((e: unknown) => {
+      if (isAlreadyGone(e)) return false;
+      throw e;
+    });
   }
 
   /** The dead letter of `id`, or null. */

@@ -97,6 +97,7 @@ export const SCHEMA: Record<string, Leaf> = {
   "http.enabled": { type: "boolean", default: true },
   "http.host": { type: "string", default: "127.0.0.1", env: ["HTTP_HOST"] },
   "http.port": { type: "number", default: 9464, min: 0, env: ["HTTP_PORT"] },
+  "http.token": { type: "string", default: "", env: ["HTTP_TOKEN"], secret: true },
   "log.level": {
     type: "string",
     default: "info",
@@ -107,6 +108,12 @@ export const SCHEMA: Record<string, Leaf> = {
   lanes: { type: "lanes", default: DEFAULT_LANES, env: ["PROXY_LANES"] },
   tenants: { type: "tenants", default: DEFAULT_TENANTS, env: ["PROXY_TENANTS"] },
   "worker.lane_poll_ms": { type: "number", default: 100, min: 10 },
+  "tracing.otlp_endpoint": { type: "string", default: "", env: ["OTEL_EXPORTER_OTLP_ENDPOINT"] },
+  "tracing.service_name": {
+    type: "string",
+    default: "nats-openai-proxy",
+    env: ["OTEL_SERVICE_NAME"],
+  },
 };
 
 /** The typed, frozen configuration everything inside the process receives. */
@@ -190,7 +197,15 @@ export interface Config {
     /** how long an instance's tenant slots outlive it (a crash) */
     readonly tenant_lease_ms: number;
   };
-  readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
+  readonly http: {
+    readonly enabled: boolean;
+    readonly host: string;
+    readonly port: number;
+    /** bearer token every /api call needs (a secret); required off loopback */
+    readonly token: string;
+  };
+  /** OpenTelemetry export; off (and the SDK never loaded) while otlp_endpoint is empty */
+  readonly tracing: { readonly otlp_endpoint: string; readonly service_name: string };
   readonly log: { readonly level: string; readonly pretty: boolean };
   /** priority → weight (share of the slots when every lane is backlogged) */
   readonly lanes: Readonly<Record<Priority, { readonly weight: number }>>;

@@ -70,6 +70,11 @@ export interface DevOpenAIStats {
    * tenant's prompts to check a per-tenant concurrency limit).
    */
   maxInFlightByTag: Record<string, number>;
+  /**
+   * The W3C `traceparent` (and `tracestate`) header of the last chat call per last user
+   * message text, prompts with [[markers]] or under the same cap as byPrompt.
+   */
+  traceByPrompt: Record<string, { traceparent: string; tracestate?: string }>;
 }
 
 export interface DevOpenAI {
@@ -405,6 +410,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
   const byModel = new Map<string, number>();
   const byPrompt = new Map<string, number>();
   const okByPrompt = new Map<string, number>();
+  const traceByPrompt = new Map<string, { traceparent: string; tracestate?: string }>();
   let faultQueue: Fault[] = [];
   const reqWindow = new SlidingWindow();
   const tokWindow = new SlidingWindow();
@@ -873,6 +879,14 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
       if (hasMarker || byPrompt.has(prompt) || byPrompt.size < BY_PROMPT_CAP) {
         promptCount = bump(byPrompt, prompt);
         call.prompt = prompt;
+        const tp = req.headers.traceparent;
+        if (typeof tp === "string") {
+          const ts = req.headers.tracestate;
+          traceByPrompt.set(prompt, {
+            traceparent: tp,
+            ...(typeof ts === "string" ? { tracestate: ts } : {}),
+          });
+        }
       }
       const tag = hasMarker && !call.closed ? TAG_RE.exec(prompt)?.[1] : undefined;
       if (tag !== undefined) {
@@ -1098,6 +1112,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
       okByPrompt: Object.fromEntries(okByPrompt),
       callTimes: callTimes.slice(-CALL_TIMES_CAP),
       maxInFlightByTag: Object.fromEntries(maxTagInFlight),
+      traceByPrompt: Object.fromEntries(traceByPrompt),
     };
   }
 
@@ -1114,6 +1129,7 @@ export async function startDevOpenAI(opts: DevOpenAIOptions = {}): Promise<DevOp
     byModel.clear();
     byPrompt.clear();
     okByPrompt.clear();
+    traceByPrompt.clear();
     faultQueue = [];
     reqWindow.clear();
     tokWindow.clear();

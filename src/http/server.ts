@@ -2,13 +2,16 @@
  * The HTTP side: Prometheus `/metrics`, `/healthz` (process alive) and `/readyz`
  * (connected to NATS, consumer bound, breaker closed).
  */
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 
 export interface Readiness {
   ready(): { ready: boolean; checks: Record<string, boolean> };
 }
+
+/** Handles a request it owns (true), or leaves it to the next one (false). */
+export type Route = (req: IncomingMessage, res: ServerResponse) => boolean;
 
 export interface HttpServer {
   readonly port: number;
@@ -20,9 +23,12 @@ export async function startHttp(
   host: string,
   port: number,
   registry: Registry,
-  readiness: Readiness,
+  readiness: Readiness & { routes?: readonly Route[] },
 ): Promise<HttpServer> {
+  const routes = readiness.routes ?? [];
   const server: Server = createServer((req, res) => {
+    // The operator page and its API first; the paths below are never theirs.
+    for (const r of routes) if (r(req, res)) return;
     const url = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET") {
       res.writeHead(405).end();

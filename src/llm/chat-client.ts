@@ -17,6 +17,8 @@ export interface ChatCallOptions {
   signal?: AbortSignal;
   /** streaming: called with each chunk as it arrives */
   onDelta?: (chunk: unknown) => void;
+  /** extra HTTP headers of the call (traceparent, tracestate) */
+  headers?: Readonly<Record<string, string>>;
 }
 
 export interface ChatClient {

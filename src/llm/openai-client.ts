@@ -59,7 +59,9 @@ export function createOpenAIClient(o: OpenAIClientOptions): ChatClient {
           stream: false,
         } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming;
         const { data, response } = await g.race(
-          client.chat.completions.create(body, { signal: g.signal }).withResponse(),
+          client.chat.completions
+            .create(body, { signal: g.signal, ...(opts.headers ? { headers: opts.headers } : {}) })
+            .withResponse(),
         );
         return {
           completion: data as unknown as CompletionLike,
@@ -105,7 +107,9 @@ async function streamed(
     stream_options: { include_usage: true, ...(params.stream_options as object | undefined) },
   } as unknown as OpenAI.ChatCompletionCreateParamsStreaming;
   const { data: stream, response } = await g.race(
-    client.chat.completions.create(body, { signal: g.signal }).withResponse(),
+    client.chat.completions
+      .create(body, { signal: g.signal, ...(opts.headers ? { headers: opts.headers } : {}) })
+      .withResponse(),
   );
   const acc = new Accumulator();
   const chunks = stream[Symbol.asyncIterator]();

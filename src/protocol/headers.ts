@@ -25,6 +25,9 @@ export const H = {
   requestSubject: "Proxy-Request-Subject",
   priority: "Proxy-Priority",
   tenant: "Proxy-Tenant",
+  /** W3C Trace Context, as on HTTP (docs/operations.md#tracing) */
+  traceparent: "traceparent",
+  tracestate: "tracestate",
   serviceError: "Nats-Service-Error",
   serviceErrorCode: "Nats-Service-Error-Code",
 } as const;

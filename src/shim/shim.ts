@@ -15,6 +15,7 @@ import { isValidId, newId, replyToProblem } from "../protocol/subjects.js";
 import { DEFAULT_TENANT, isPriority, laneSubject, priorityProblem } from "../protocol/lanes.js";
 import type { TenantAdmission } from "../nats/tenants.js";
 import { copyHeaders } from "../worker/outputs.js";
+import { ensureTraceparent } from "../protocol/traceparent.js";
 import type { Logger } from "../log.js";
 import { VERSION } from "../version.js";
 
@@ -86,6 +87,7 @@ async function forward(
   const h = copyHeaders(m.headers);
   h.set(H.msgId, id);
   if (m.reply) h.set(H.replyTo, m.reply);
+  ensureTraceparent(h);
   // Someone is waiting for the reply: high unless the caller says otherwise.
   const priority = m.headers?.get(H.priority) || "high";
   const tenant = m.headers?.get(H.tenant) || DEFAULT_TENANT;

@@ -38,6 +38,7 @@ import type { RateLimiter } from "./ratelimit.js";
 import type { ResponseCache } from "./cache.js";
 import { openStreamAttempt, type StreamAttempt, type StreamStore } from "./stream-log.js";
 import { completionChunks } from "../protocol/stream.js";
+import type { Tracing } from "../tracing/tracing.js";
 
 export interface HandleSettings {
   defaultModel: string;
@@ -108,6 +109,8 @@ export interface HandleDeps {
   streamLog?: { store: StreamStore; prefix: string };
   /** the response cache (Proxy-Cache, cache.models) */
   cache?: ResponseCache;
+  /** traceparent on the upstream call and the results; spans when exporting */
+  tracing?: Tracing;
 }
 
 /** Tries to store one result before the delivery is handed back (see storeResult). */
@@ -124,8 +127,13 @@ export async function handleMessage(m: WorkMsg, deps: HandleDeps): Promise<Finis
   const local = new AbortController();
   const relay = () => local.abort();
   deps.signal.addEventListener("abort", relay, { once: true });
+  // Tracing decorates this delivery's upstream calls and outputs (nothing without a trace).
+  const trace = deps.tracing?.begin(m);
   try {
-    return await handleOne(m, { ...deps, signal: local.signal }, deps.signal, local);
+    const traced = trace ? { chat: trace.chat(deps.chat), out: trace.out(deps.out) } : {};
+    const f = await handleOne(m, { ...deps, ...traced, signal: local.signal }, deps.signal, local);
+    trace?.end(f);
+    return f;
   } finally {
     deps.signal.removeEventListener("abort", relay);
   }

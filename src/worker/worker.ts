@@ -20,6 +20,7 @@ import type { WorkMsg } from "./work-msg.js";
 import { sleep } from "./sleep.js";
 import type { RateLimiter } from "./ratelimit.js";
 import type { TenantGate } from "./tenant-gate.js";
+import type { Tracing } from "../tracing/tracing.js";
 
 export type WorkerState = "INITIALIZED" | "RUNNING" | "STOPPING" | "STOPPED";
 
@@ -60,6 +61,8 @@ export interface WorkerOptions {
   streamLog?: HandleDeps["streamLog"];
   /** the response cache */
   cache?: HandleDeps["cache"];
+  /** W3C trace propagation and span export */
+  tracing?: Tracing;
 }
 
 export interface Worker {
@@ -172,6 +175,7 @@ export function createWorker(o: WorkerOptions): Worker {
           ...(o.tenantLimiter ? { tenantLimiter: o.tenantLimiter } : {}),
           ...(o.streamLog ? { streamLog: o.streamLog } : {}),
           ...(o.cache ? { cache: o.cache } : {}),
+          ...(o.tracing ? { tracing: o.tracing } : {}),
           quietDelay: () => puller?.quietDelay() ?? 0,
           lane,
         });
