@@ -69,9 +69,11 @@ describe("cluster", () => {
       callback: (_e, m) => {
         const id = m.headers?.get("Nats-Msg-Id") ?? "";
         replies.set(id, (replies.get(id) ?? 0) + 1);
-        const set = answers.get(id) ?? new Set<string>();
+        // Answers per request message (id and the stream sequence that produced it).
+        const key = `${id}@${m.headers?.get("Proxy-Request-Seq") ?? ""}`;
+        const set = answers.get(key) ?? new Set<string>();
         set.add(m.headers?.get("Openai-Request-Id") ?? "");
-        answers.set(id, set);
+        answers.set(key, set);
       },
     });
     await listener.flush();
@@ -102,13 +104,21 @@ describe("cluster", () => {
     expect(perPrompt.every((n) => n <= 2)).toBe(true);
     const twice = perPrompt.filter((n) => n > 1).length;
     const dup = [...replies.values()].filter((n) => n > 1).length;
+    // A publish retried across the leader's failover can be stored twice: the new leader
+    // of a work-queue stream may not remember the Nats-Msg-Id of a message already acked
+    // and removed (seen on 2.10.27). That is a second request message, answered on its own.
+    const messages = answers.size; // every id has at least one
+
     console.log(
-      `CLUSTER: ${N} requests, ${results.length} ok results, upstream calls ${dev.stats().calls} (${twice} requests called twice), ids replied twice ${dup}`,
+      `CLUSTER: ${N} requests, ${results.length} ok results, upstream calls ${dev.stats().calls} (${twice} requests called twice), ids replied twice ${dup}, request messages answered ${messages} (${messages - N} ids queued twice by the stream)`,
     );
-    // Each request has one answer. A reply can arrive twice only as a re-send of the same
-    // stored result (its ack was lost with the server, so it was redelivered and the stored
-    // result re-sent, as the contract says); clients dedupe by Nats-Msg-Id.
+    // Each request message has one answer. A reply can arrive twice only as a re-send of
+    // the same stored result (its ack was lost with the server, so it was redelivered and
+    // the stored result re-sent, as the contract says); clients dedupe by Nats-Msg-Id.
     expect([...answers.values()].filter((s) => s.size !== 1)).toEqual([]);
+    // A request is called twice only when its message was stored twice, or its result
+    // write failed while the leader was down (nothing had been replied then).
+    expect(messages - N).toBeLessThanOrEqual(twice);
     expect(dup).toBeLessThanOrEqual(N / 20);
     await listener.close();
   }, 150_000);
