@@ -119,6 +119,10 @@ async function watchStatus(nc: NatsConnection, log: Logger): Promise<void> {
       case "reconnecting":
         log.debug({ nats: s.type }, "nats reconnecting");
         break;
+      case "close":
+        // The process closed its own connection (end of a CLI verb, shutdown).
+        log.debug({ nats: s.type }, "nats connection closed");
+        break;
       case "disconnect":
         log.warn({ nats: s.type, server: s.server }, "disconnected from NATS; reconnecting");
         break;
