@@ -21,6 +21,7 @@ import { tenantAdmission } from "./nats/tenants.js";
 import { startShim } from "./shim/shim.js";
 import { natsOutputs, type Outputs } from "./worker/outputs.js";
 import { createWorker, type Worker } from "./worker/worker.js";
+import type { WorkMsg } from "./worker/work-msg.js";
 import { createRateLimiter } from "./worker/ratelimit.js";
 import { createResponseCache } from "./worker/cache.js";
 import { jetStreamStore, type StreamStore } from "./worker/stream-log.js";
@@ -46,6 +47,8 @@ export interface ProxyDeps {
   wrapOutputs?: (o: Outputs) => Outputs;
   /** wraps the store of streamed deltas into OPENAI_STREAMS (tests inject failpoints here) */
   wrapStreamStore?: (s: StreamStore) => StreamStore;
+  /** wraps each delivered work message (tests inject failpoints here: lost acks) */
+  wrapMessage?: (m: WorkMsg) => WorkMsg;
 }
 
 /** Connects, makes sure the streams exist, and starts worker, shim and HTTP. */
@@ -202,6 +205,7 @@ export async function startProxy(
         log,
       ),
       tracing,
+      ...(deps.wrapMessage ? { wrapMessage: deps.wrapMessage } : {}),
       breaker: {
         window: w.breaker.window,
         failureRatio: w.breaker.failure_ratio,

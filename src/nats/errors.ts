@@ -15,6 +15,14 @@ export function apiDescription(e: unknown): string | undefined {
   return e instanceof JetStreamApiError ? e.apiError().description : undefined;
 }
 
+/**
+ * A publish refused because the subject's last message is not the one expected
+ * (`Nats-Expected-Last-Subject-Sequence`, 10071): somebody else wrote first.
+ */
+export function isWrongLastSequence(e: unknown): boolean {
+  return apiErrCode(e) === 10071;
+}
+
 /** Stream or consumer not found (10059 / 10014). */
 export function isMissing(e: unknown): boolean {
   const c = apiErrCode(e);

@@ -52,10 +52,10 @@ export function stamp(r: Encoded, c: Carried): void {
 /** Outputs whose results and replies carry `c`; `onSettle` runs before the first store. */
 export function stampedOutputs(o: Outputs, c: Carried, onSettle?: () => void): Outputs {
   return {
-    storeResult(id, r) {
+    storeResult(id, r, expectLastSeq) {
       onSettle?.();
       stamp(r, c);
-      return o.storeResult(id, r);
+      return o.storeResult(id, r, expectLastSeq);
     },
     reply(subject, r) {
       stamp(r, c);

@@ -32,6 +32,7 @@ import type { Logger } from "../log.js";
 import { backoffDelay, nakDelay } from "./backoff.js";
 import type { CircuitBreaker } from "./breaker.js";
 import { classify, Failure } from "./errors.js";
+import { isWrongLastSequence } from "../nats/errors.js";
 import type { Outputs } from "./outputs.js";
 import { sleep } from "./sleep.js";
 import type { RateLimiter } from "./ratelimit.js";
@@ -208,8 +209,17 @@ async function handleOne(
     const req = decodeRequest(m.data, hdr(H.contentType), s.defaultModel);
     kind = req.kind;
     model = req.params.model;
-    if (m.redelivered) {
+    // The id's last stored result: the result store is conditional on it (see
+    // storeResult). A first delivery reads it while the API is called; null: read again.
+    let lastResultSeq: Promise<number | null>;
+    if (!m.redelivered) {
+      lastResultSeq = d.out.lookupResult(id).then(
+        (p) => p?.seq ?? 0,
+        () => null,
+      );
+    } else {
       const prev = await d.out.lookupResult(id);
+      lastResultSeq = Promise.resolve(prev?.seq ?? 0);
       // Only this message's own success: a different message reusing the id must not
       // receive someone else's answer.
       if (prev && isSuccessOf(prev.headers, m.seq)) {
@@ -262,9 +272,18 @@ async function handleOne(
     // attempt finish never waits for a `done` that is not coming.
     await attempt?.finish(out);
     // From here on the API has answered: a failure is ours, never worth another call.
-    await storeResult(d, id, out);
+    // Another delivery of this same message may be answering too (a redelivery while
+    // this one's progress acks were lost): the first stored success wins, and both
+    // reply with it.
+    const answer = await storeResult(d, id, out, { seq: m.seq, lastSeq: await lastResultSeq });
+    if (answer !== out) {
+      d.log.info(
+        { id, seq: m.seq },
+        "this request's answer was already stored (by another delivery, or by a try whose PubAck was lost): the stored answer is sent",
+      );
+    }
     if (replyTo) {
-      d.out.reply(replyTo, out);
+      d.out.reply(replyTo, answer);
       await d.out.flush();
     }
     if (plan && !cached) await d.cache!.put(plan, result.completion);
@@ -364,9 +383,10 @@ async function settleFailure(
     carryHeaders(m.headers, err.headers);
     // Readers following the stream end with the error (best effort: the result has it too).
     await c.attempt?.finish(err).catch(() => undefined);
-    await storeResult(d, c.id, err);
+    // A success of this message stored meanwhile (by another delivery) is what is sent.
+    const answer = await storeResult(d, c.id, err, { seq: m.seq });
     if (c.replyTo) {
-      d.out.reply(c.replyTo, err);
+      d.out.reply(c.replyTo, answer);
       await d.out.flush();
     }
     m.ack();
@@ -423,15 +443,42 @@ async function pause(
  * be stored (too large, a header that cannot be encoded) throws as it is, a permanent
  * failure; a store that keeps failing throws an `infra` Failure: the delivery is handed
  * back, never answered with an error.
+ *
+ * Another delivery of the same message may be storing too (a redelivery while this
+ * one's progress acks were lost, e.g. with the consumer's leader down). With
+ * `race.lastSeq` (the id's last stored sequence when the delivery began; null: read it
+ * now), and after any failed try (it may have been stored all the same), the store is
+ * conditional on the subject's last sequence: whoever stores first wins, and a loser
+ * returns the stored success of this message (`race.seq`) instead of its own answer.
+ * Without it (an error verdict), the first try is unconditional.
+ * @returns what to reply: `r`, or the success another delivery stored first
  */
-async function storeResult(d: HandleDeps, id: string, r: Encoded): Promise<void> {
+async function storeResult(
+  d: HandleDeps,
+  id: string,
+  r: Encoded,
+  race: { seq: number; lastSeq?: number | null },
+): Promise<Encoded> {
   const s = d.settings;
+  let lastSeq = race.lastSeq;
   for (let attempt = 1; ; attempt++) {
     try {
-      await d.out.storeResult(id, r);
-      return;
+      if (lastSeq === undefined) {
+        await d.out.storeResult(id, r);
+        return r;
+      }
+      if (lastSeq === null) {
+        const prev = await d.out.lookupResult(id);
+        if (prev && isSuccessOf(prev.headers, race.seq)) {
+          return { headers: prev.headers ?? natsHeaders(), data: prev.data };
+        }
+        lastSeq = prev?.seq ?? 0;
+      }
+      await d.out.storeResult(id, r, lastSeq);
+      return r;
     } catch (e) {
-      if (classify(e).kind === "permanent") throw e;
+      const conflict = isWrongLastSequence(e);
+      if (!conflict && classify(e).kind === "permanent") throw e;
       if (attempt >= STORE_ATTEMPTS || d.signal.aborted) {
         const why = e instanceof Error ? e.message : String(e);
         throw new Failure(
@@ -442,6 +489,9 @@ async function storeResult(d: HandleDeps, id: string, r: Encoded): Promise<void>
           { cause: e },
         );
       }
+      // Read again before the next try: somebody stored, perhaps this very try.
+      lastSeq = null;
+      if (conflict) continue;
       d.log.debug({ id, attempt, err: e }, "storing the result failed; retrying");
       await sleep(backoffDelay(attempt, { minMs: s.retryMinMs, maxMs: s.retryMaxMs }), d.signal);
     }

@@ -18,14 +18,18 @@ import { Code, RequestError } from "../protocol/codes.js";
 export interface StoredMessage {
   headers: MsgHdrs | undefined;
   data: Uint8Array;
+  /** its stream sequence (what a later conditional store expects) */
+  seq?: number;
 }
 
 export interface Outputs {
   /**
    * Stores the result as `<results>.<id>` and resolves on its PubAck. Throws a
-   * RequestError (413) for a result larger than the server's max_payload.
+   * RequestError (413) for a result larger than the server's max_payload. With
+   * `expectLastSeq`, the server stores it only if the subject's last message still has
+   * that sequence (0: none); otherwise it refuses (see `isWrongLastSequence`).
    */
-  storeResult(id: string, r: Encoded): Promise<void>;
+  storeResult(id: string, r: Encoded, expectLastSeq?: number): Promise<void>;
   /** Publishes to a reply subject (core NATS, fire and forget). */
   reply(subject: string, r: Encoded): void;
   /**
@@ -65,7 +69,7 @@ export function natsOutputs(
   n: OutputNames,
 ): Outputs {
   return {
-    async storeResult(id, r) {
+    async storeResult(id, r, expectLastSeq) {
       const max = nc.info?.max_payload ?? 0;
       const size = encodedSize(r);
       if (max > 0 && size > max) {
@@ -75,14 +79,20 @@ export function natsOutputs(
         );
       }
       const subject = subjectFor(n.resultsPrefix, id);
-      const pa = await js.publish(subject, r.data, { headers: r.headers });
+      const expect =
+        expectLastSeq === undefined ? {} : { expect: { lastSubjectSequence: expectLastSeq } };
+      const pa = await js.publish(subject, r.data, { headers: r.headers, ...expect });
       // Results keep Nats-Msg-Id = id, and the stream dedupes only for 100 ms; a new
       // outcome inside that window must still replace the old one.
       if (pa.duplicate) {
         // A copy of the headers: nats.js writes msgID into the headers object, and the
         // reply that follows must still carry Nats-Msg-Id = id.
         const h = cloneHeaders(r.headers);
-        await js.publish(subject, r.data, { headers: h, msgID: `${id}.${nuid.next()}` });
+        await js.publish(subject, r.data, {
+          headers: h,
+          msgID: `${id}.${nuid.next()}`,
+          ...expect,
+        });
       }
     },
     reply(subject, r) {
@@ -95,7 +105,7 @@ export function natsOutputs(
       const sm = await jsm.streams.getMessage(n.results, {
         last_by_subj: subjectFor(n.resultsPrefix, id),
       });
-      return sm ? { headers: sm.header, data: sm.data } : null;
+      return sm ? { headers: sm.header, data: sm.data, seq: sm.seq } : null;
     },
     async deadLetter(id, key, original, failure) {
       const h = copyHeaders(original.headers);

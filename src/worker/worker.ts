@@ -63,6 +63,8 @@ export interface WorkerOptions {
   cache?: HandleDeps["cache"];
   /** W3C trace propagation and span export */
   tracing?: Tracing;
+  /** wraps each delivered message before it is handled (tests inject failpoints here) */
+  wrapMessage?: (m: WorkMsg) => WorkMsg;
 }
 
 export interface Worker {
@@ -162,7 +164,7 @@ export function createWorker(o: WorkerOptions): Worker {
       };
       const handle = async (m: WorkMsg, lane: Lane) => {
         obs?.inflight(puller?.inFlight ?? 0);
-        const f = await handleMessage(m, {
+        const f = await handleMessage(o.wrapMessage ? o.wrapMessage(m) : m, {
           chat: o.chat,
           out: o.out,
           breaker,

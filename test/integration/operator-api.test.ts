@@ -228,6 +228,16 @@ describe("operator API", () => {
         consumerBase: "openai-proxy",
       },
     );
+    // The server counts a consumer's pending messages a moment after the PubAck: wait
+    // until it has them all, so that both reads below see the same numbers.
+    await eventually(
+      async () => {
+        const d = await laneDepths(jsm, "OPENAI_REQUESTS", lanes);
+        return d.reduce((n, l) => n + l.pending, 0) === 5;
+      },
+      10_000,
+      "the server counting the five queued requests",
+    );
     const r = await api<ServerOverview>("/api/overview");
     const o = asPage(r.body);
     const direct = await laneDepths(jsm, "OPENAI_REQUESTS", lanes);

@@ -18,6 +18,7 @@ import { eventually, makeStreamsDir, startTestProxy, testClient } from "../helpe
 import type { Proxy } from "../../src/main.js";
 import type { ProxyClient } from "../../src/client/client.js";
 import type { Outputs } from "../../src/worker/outputs.js";
+import type { WorkMsg } from "../../src/worker/work-msg.js";
 
 const sc = {
   encode: (s: string) => new TextEncoder().encode(s),
@@ -206,6 +207,66 @@ describe("request path", () => {
     expect(r?.ok).toBe(true);
     release!();
     void b;
+  });
+
+  it("answers a request with one answer when a delivery that outlived ack_wait and its redelivery both call the API", async () => {
+    // Proxy A's progress acks are lost (as when the consumer's leader is down) and its
+    // result store waits until B, which got the redelivery, has answered and stored.
+    let release: (() => void) | undefined;
+    const late = new Promise<void>((r) => (release = r));
+    let aStored = false;
+    await proxy(
+      { "worker.concurrency": 1 },
+      {
+        wrapMessage: (m: WorkMsg): WorkMsg => ({
+          subject: m.subject,
+          seq: m.seq,
+          data: m.data,
+          headers: m.headers,
+          redelivered: m.redelivered,
+          info: m.info,
+          ack: () => m.ack(),
+          nak: (ms?: number) => m.nak(ms),
+          working: () => undefined,
+          term: (reason?: string) => m.term(reason),
+        }),
+        wrapOutputs: (o: Outputs): Outputs => ({
+          ...o,
+          storeResult: async (id, r, expectLastSeq) => {
+            await late;
+            await o.storeResult(id, r, expectLastSeq);
+            aStored = true;
+          },
+        }),
+      },
+    );
+    const inbox = createInbox();
+    const replies: Msg[] = [];
+    const sub = nc.subscribe(inbox, { callback: (_e, m) => void replies.push(m) });
+    await client.submit("two deliveries", { id: "race-1", replyTo: inbox });
+    await eventually(() => dev.stats().ok === 1, 10_000, "proxy A's upstream call");
+    await proxy(); // B: gets the redelivery once A's ack_wait has run out
+    await eventually(() => replies.length === 1, 10_000, "B's reply");
+    expect(dev.stats().ok).toBe(2);
+    release!();
+    await eventually(() => replies.length === 2, 10_000, "A's reply");
+    const ids = replies.map((m) => m.headers?.get("Openai-Request-Id"));
+    expect(ids[0]).not.toBe("");
+    // A lost the race: it sent the answer B stored, and stored nothing of its own.
+    expect(ids[1]).toBe(ids[0]);
+    expect(aStored).toBe(false);
+    expect(replies.map((m) => m.headers?.get("Proxy-Request-Seq"))).toEqual([
+      replies[0]!.headers?.get("Proxy-Request-Seq"),
+      replies[0]!.headers?.get("Proxy-Request-Seq"),
+    ]);
+    const r = await client.result("race-1");
+    expect(r?.ok).toBe(true);
+    const jsm = await jetstreamManager(nc);
+    const stored = await jsm.streams.getMessage("OPENAI_RESULTS", {
+      last_by_subj: "openai.results.race-1",
+    });
+    expect(stored?.header.get("Openai-Request-Id")).toBe(ids[0]);
+    sub.unsubscribe();
   });
 
   it("re-sends a stored result without calling the API when the proxy died after the PubAck", async () => {
