@@ -282,11 +282,12 @@ async function handleOne(
         "this request's answer was already stored (by another delivery, or by a try whose PubAck was lost): the stored answer is sent",
       );
     }
+    // Cached before the reply: a repeat sent as soon as the answer arrives is a hit.
+    if (plan && !cached && answer === out) await d.cache!.put(plan, result.completion);
     if (replyTo) {
       d.out.reply(replyTo, answer);
       await d.out.flush();
     }
-    if (plan && !cached) await d.cache!.put(plan, result.completion);
     m.ack();
     if (cached) return fin("ok");
     const u = result.completion.usage;
