@@ -326,7 +326,8 @@ export class ProxyClient {
   /**
    * Reads the streamed answer of request `id` (OPENAI_STREAMS) from the start, or after
    * delta `after`, following it live; yields the same events as `stream()` and returns
-   * the final reply. Unknown or expired id: ResumeError 404 at once.
+   * the final reply. A request still queued is waited for (its stream, or its result
+   * when it does not stream). Unknown or expired id: ResumeError 404 at once.
    */
   resume(id: string, o: ResumeOptions = {}): AsyncGenerator<unknown, ResultView> {
     return resumeStream(
@@ -337,6 +338,8 @@ export class ProxyClient {
         streamsPrefix: this.names.streamsPrefix ?? "openai.streams",
         resultsStream: this.names.resultsStream,
         resultsPrefix: this.names.resultsPrefix,
+        requestsStream: this.names.requestsStream,
+        requestsPrefix: this.names.requestsPrefix,
       },
       id,
       o,

@@ -5,7 +5,7 @@
  * number can follow one request at once.
  */
 import { jetstream, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
-import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { Code } from "../protocol/codes.js";
 import { H, STREAM_DELTA, STREAM_RESTART } from "../protocol/headers.js";
 import { readResult, type ResultView } from "../protocol/result.js";
@@ -17,6 +17,9 @@ export interface ResumeNames {
   streamsPrefix: string;
   resultsStream: string;
   resultsPrefix: string;
+  /** the work queue: a request still waiting there is waited for, not a 404 */
+  requestsStream?: string;
+  requestsPrefix?: string;
 }
 
 export interface ResumeOptions {
@@ -84,22 +87,51 @@ export async function* resumeStream(
   if (!Number.isInteger(after) || after < 0)
     throw new ResumeError(Code.badRequest, `after must be a whole number ≥ 0, got ${after}`, id);
   const subject = subjectFor(n.streamsPrefix, id);
+  const resultSubject = subjectFor(n.resultsPrefix, id);
   const last = await jsm.direct.getMessage(n.streamsStream, { last_by_subj: subject });
+  // A request still queued (or in flight before its first delta): its stream or its
+  // result is yet to come, so the reader follows both from the start.
+  let result: Promise<Msg> | undefined;
+  let resultSub: Subscription | undefined;
   if (!last) {
-    const r = await jsm.direct.getMessage(n.resultsStream, {
-      last_by_subj: subjectFor(n.resultsPrefix, id),
-    });
-    if (r) return readResult(id, r.header, r.data);
-    throw new ResumeError(
-      Code.notFound,
-      `no streamed answer and no result for request "${id}": the id is unknown, the request has not started yet, or it expired (streams are kept 15 minutes, results 24 hours)`,
-      id,
-    );
+    // Listening first: a result stored between the lookups below still arrives.
+    resultSub = nc.subscribe(resultSubject, { max: 1 });
+    const r = await jsm.direct.getMessage(n.resultsStream, { last_by_subj: resultSubject });
+    if (r) {
+      resultSub.unsubscribe();
+      return readResult(id, r.header, r.data);
+    }
+    if (!(await isQueued(jsm, n, id))) {
+      resultSub.unsubscribe();
+      throw new ResumeError(
+        Code.notFound,
+        `no streamed answer, no result and no queued request for "${id}": the id is unknown, or it expired (streams are kept 15 minutes, results 24 hours)`,
+        id,
+      );
+    }
+    result = (async () => {
+      for await (const m of resultSub) return m;
+      throw new Error("result subscription closed");
+    })();
+    result.catch(() => undefined);
   }
   // One filter as a string: nats.js then names the subject in the create call
   // (CONSUMER.CREATE.<stream>.<name>.<filter>), which permissions can scope.
   const c = await jetstream(nc).consumers.get(n.streamsStream, { filter_subjects: subject });
   const msgs = await c.consume();
+  // A result before any delta (a request that does not stream, or a stream no longer
+  // kept): the answer, with no chunks.
+  let early: Msg | undefined;
+  let seen = false;
+  let skip = after;
+  void result?.then(
+    (m) => {
+      if (seen) return;
+      early = m;
+      void msgs.stop();
+    },
+    () => undefined,
+  );
   let timedOut = false;
   const timer =
     o.timeoutMs !== undefined
@@ -113,7 +145,18 @@ export async function* resumeStream(
     const backlog: Event[] = [];
     let live = false;
     for await (const m of msgs) {
+      seen = true;
       const e = toEvent(m);
+      if (!last) {
+        // Nothing was there when the reader came: every event is live.
+        if (e.kind === STREAM_RESTART) {
+          skip = 0; // `after` counted the deltas of the attempt that was running
+          yield streamRestart(e.attempt) satisfies StreamRestart;
+        } else if (e.kind === STREAM_DELTA) {
+          if (e.deltaSeq > skip) yield JSON.parse(dec.decode(e.data)) as unknown;
+        } else return readResult(id, e.headers, e.data);
+        continue;
+      }
       if (!live) {
         if (e.kind === STREAM_RESTART) backlog.length = 0;
         else backlog.push(e);
@@ -130,6 +173,7 @@ export async function* resumeStream(
       else if (e.kind === STREAM_DELTA) yield JSON.parse(dec.decode(e.data)) as unknown;
       else return readResult(id, e.headers, e.data);
     }
+    if (early) return readResult(id, early.headers, early.data);
     if (timedOut)
       throw new ResumeError(
         Code.expired,
@@ -143,6 +187,17 @@ export async function* resumeStream(
     );
   } finally {
     clearTimeout(timer);
+    resultSub?.unsubscribe();
     await msgs.close().catch(() => undefined);
   }
+}
+
+/** Whether request `id` is in the work queue (any lane), when the client named it. */
+async function isQueued(jsm: JetStreamManager, n: ResumeNames, id: string): Promise<boolean> {
+  if (!n.requestsStream || !n.requestsPrefix) return false;
+  for (const filter of [subjectFor(n.requestsPrefix, id), `${n.requestsPrefix}.*.*.${id}`]) {
+    const info = await jsm.streams.info(n.requestsStream, { subjects_filter: filter });
+    if (Object.keys(info.state.subjects ?? {}).length > 0) return true;
+  }
+  return false;
 }

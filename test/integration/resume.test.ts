@@ -10,6 +10,7 @@ import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/tr
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
 import {
+  applyStreams,
   eventually,
   makeStreamsDir,
   serveEnv,
@@ -238,8 +239,47 @@ describe("resume", () => {
     expect(after.stdout()).toBe(`${rest}\n`);
     expect(await cliUnknown.exited).toBe(1);
     expect(cliUnknown.stderr()).toMatch(
-      /no streamed answer and no result for request "no-such-stream"/,
+      /no streamed answer, no result and no queued request for "no-such-stream"/,
     );
+  });
+});
+
+describe("resuming a request that has not started", () => {
+  it("waits while it is queued: a streaming one is followed from its first delta, one that does not stream returns its result", async () => {
+    // No proxy yet: both requests wait in the queue when the readers come.
+    await applyStreams(nc, streams.dir);
+    await publishStreaming("rs-queued", WORDS);
+    await client.submit("not streamed", { id: "rs-queued-plain" });
+    let settled = 0;
+    const streamed = assemble(client.resume("rs-queued", { timeoutMs: 20_000 }));
+    const plain = assemble(client.resume("rs-queued-plain", { timeoutMs: 20_000 }));
+    for (const p of [streamed, plain])
+      p.then(
+        () => settled++,
+        () => settled++,
+      );
+    // Each reader, having found neither a stream nor a result, follows the stream with its
+    // own consumer: both are waiting (neither settled, no 404) until a worker starts.
+    const jsm = await jetstreamManager(nc);
+    const following = async () => {
+      const filters: string[] = [];
+      for await (const c of jsm.consumers.list("OPENAI_STREAMS"))
+        filters.push(c.config.filter_subject ?? "", ...(c.config.filter_subjects ?? []));
+      return ["rs-queued", "rs-queued-plain"].every((id) =>
+        filters.includes(`openai.streams.${id}`),
+      );
+    };
+    await eventually(following, 10_000, `both readers following (${settled} settled)`);
+    expect(settled).toBe(0);
+    await proxy();
+    const a = await streamed;
+    expect(a.text).toBe(answer(WORDS));
+    expect(a.chunks).toBeGreaterThan(1);
+    expect(a.final.ok).toBe(true);
+    const b = await plain;
+    expect(b.chunks).toBe(0);
+    expect(b.final.ok).toBe(true);
+    expect(b.final.body).toBe(answer("not streamed"));
   });
 });
 
