@@ -62,6 +62,7 @@ export function submitCommand(): Command {
           await withClient(f, async (client) => {
             const m = await submitBatch(client, f.file!, {
               ...(f.id ? { batchId: f.id } : {}),
+              ...cacheOption(f.cache),
               strict: f.strict ?? false,
               ...laneOptions(f, "low"),
               progress: progressBar(),

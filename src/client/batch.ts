@@ -120,6 +120,8 @@ export interface SubmitBatchOptions {
   /** default `low`: a batch never delays people waiting at a prompt */
   priority?: Priority;
   tenant?: string;
+  /** every line answered from the response cache, and cached, for this long (Proxy-Cache) */
+  cache?: string;
 }
 
 /**
@@ -187,6 +189,7 @@ export async function submitBatch(
         id,
         priority: o.priority ?? "low",
         ...(o.tenant ? { tenant: o.tenant } : {}),
+        ...(o.cache !== undefined ? { cache: o.cache } : {}),
         headers: { [H.batchId]: batchId, [H.customId]: parsed.custom_id.replace(/[\r\n]+/g, " ") },
       })
       .then(

@@ -9,7 +9,17 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
 import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import { makeStreamsDir, memoryLogger, startTestProxy, testClient } from "../helpers/proxy.js";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  makeStreamsDir,
+  memoryLogger,
+  serveEnv,
+  spawnCli,
+  startTestProxy,
+  testClient,
+} from "../helpers/proxy.js";
 import type { Proxy } from "../../src/main.js";
 import type { ProxyClient } from "../../src/client/client.js";
 import { chunkText } from "../../src/protocol/stream.js";
@@ -227,6 +237,45 @@ describe("client and CLI", () => {
     expect(b.body).toBe(a.body);
     expect(dev.stats().calls).toBe(1);
     await expect(client.submit(input, { cache: "forever" })).rejects.toThrow(/not a TTL/);
+  });
+
+  it("submit --file --cache: a batch run again is answered from the cache; a bad TTL is a usage error", async () => {
+    await proxy();
+    const dir = mkdtempSync(join(tmpdir(), "cache-batch-"));
+    try {
+      const input = join(dir, "requests.jsonl");
+      const line = (i: number) =>
+        JSON.stringify({
+          custom_id: `c${i}`,
+          method: "POST",
+          url: "/v1/chat/completions",
+          body: { model: "gpt-4o-mini", messages: [{ role: "user", content: `batch line ${i}` }] },
+        });
+      writeFileSync(input, `${[1, 2, 3].map(line).join("\n")}\n`);
+      const env = serveEnv(server.url, dev.url, streams.dir);
+      const run = async (out: string) => {
+        const p = spawnCli(
+          ["submit", "--file", input, "--wait", "--out", out, "--cache", "10m"],
+          env,
+        );
+        expect(await p.exited).toBe(0);
+        return readFileSync(out, "utf8")
+          .trimEnd()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { custom_id: string; response: { body: unknown } })
+          .sort((a, b) => a.custom_id.localeCompare(b.custom_id));
+      };
+      const first = await run(join(dir, "out1.jsonl"));
+      expect(dev.stats().calls).toBe(3);
+      const again = await run(join(dir, "out2.jsonl"));
+      expect(dev.stats().calls).toBe(3); // every line a hit
+      expect(again.map((l) => l.response.body)).toEqual(first.map((l) => l.response.body));
+      const bad = spawnCli(["submit", "--file", input, "--cache", "forever"], env);
+      expect(await bad.exited).toBe(2);
+      expect(bad.stderr()).toMatch(/--cache: .*not a TTL/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
