@@ -101,6 +101,7 @@ export async function startProxy(
     metrics.setLaneDepths(() => laneDepths(jsm, s.requests, lanes));
     const natsOut = natsOutputs(nc, js, jsm, {
       results: s.results,
+      dlq: s.dlq,
       resultsPrefix: s.results_prefix,
       dlqPrefix: s.dlq_prefix,
       requestsPrefix: s.requests_prefix,

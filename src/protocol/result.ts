@@ -130,6 +130,14 @@ export function isSuccessOf(h: MsgHdrs | undefined, seq: number): boolean {
   return h !== undefined && h.get(H.serviceErrorCode) === "" && h.get(H.requestSeq) === String(seq);
 }
 
+/**
+ * True when a stored result is any verdict (success or error) of the request message
+ * with stream sequence `seq`: the worker stamps `Proxy-Request-Seq` on both.
+ */
+export function isResultOf(h: MsgHdrs | undefined, seq: number): boolean {
+  return h !== undefined && h.get(H.requestSeq) === String(seq);
+}
+
 /** Request headers a result carries back (batch bookkeeping). */
 export const CARRIED_HEADERS: readonly string[] = [H.batchId, H.customId];
 

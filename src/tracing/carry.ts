@@ -63,6 +63,7 @@ export function stampedOutputs(o: Outputs, c: Carried, onSettle?: () => void): O
     },
     flush: () => o.flush(),
     lookupResult: (id) => o.lookupResult(id),
+    lookupDeadLetter: (id) => o.lookupDeadLetter(id),
     deadLetter(id, key, original, failure) {
       onSettle?.();
       return o.deadLetter(id, key, original, failure);

@@ -382,6 +382,9 @@ async function settleFailure(
       model: c.model,
     });
     carryHeaders(m.headers, err.headers);
+    // Which message this verdict settles: the poison path leaves a message alone whose
+    // own verdict and dead letter are stored (only its ack was lost).
+    err.headers.set(H.requestSeq, String(m.seq));
     // Readers following the stream end with the error (best effort: the result has it too).
     await c.attempt?.finish(err).catch(() => undefined);
     // A success of this message stored meanwhile (by another delivery) is what is sent.

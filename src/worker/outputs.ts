@@ -40,6 +40,8 @@ export interface Outputs {
   flush(): Promise<void>;
   /** The stored result for `id`, or null (a leader read, not a replica's). */
   lookupResult(id: string): Promise<StoredMessage | null>;
+  /** The dead letter stored for `id`, or null. */
+  lookupDeadLetter(id: string): Promise<StoredMessage | null>;
   /**
    * Stores a dead letter: the original body and headers plus the failure headers.
    * `key` makes a retried write idempotent.
@@ -56,6 +58,7 @@ export interface Outputs {
 
 export interface OutputNames {
   results: string;
+  dlq: string;
   resultsPrefix: string;
   dlqPrefix: string;
   requestsPrefix: string;
@@ -105,6 +108,10 @@ export function natsOutputs(
       const sm = await jsm.streams.getMessage(n.results, {
         last_by_subj: subjectFor(n.resultsPrefix, id),
       });
+      return sm ? { headers: sm.header, data: sm.data, seq: sm.seq } : null;
+    },
+    async lookupDeadLetter(id) {
+      const sm = await jsm.streams.getMessage(n.dlq, { last_by_subj: subjectFor(n.dlqPrefix, id) });
       return sm ? { headers: sm.header, data: sm.data, seq: sm.seq } : null;
     },
     async deadLetter(id, key, original, failure) {

@@ -16,7 +16,7 @@ import type {
 import { sleep } from "./sleep.js";
 import { Code } from "../protocol/codes.js";
 import { H, isJsonType } from "../protocol/headers.js";
-import { carryHeaders, encodeError, isSuccessOf } from "../protocol/result.js";
+import { carryHeaders, encodeError, isResultOf, isSuccessOf } from "../protocol/result.js";
 import { idFromSubject, replyToProblem } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
 import type { Outputs } from "./outputs.js";
@@ -139,22 +139,36 @@ export async function deadLetterPoison(
 ): Promise<void> {
   const sm = await jsm.streams.getMessage(o.stream, { seq });
   if (!sm) return; // already settled (a late ack)
-  if (await answered(out, sm)) {
-    // Its success is stored and was replied; only the ack was lost. Never overwrite it.
+  const done = await settledBefore(out, sm);
+  if (done) {
+    // Its verdict is stored and was replied; only the ack was lost. Never overwrite it.
     await deleteQuietly(jsm, o.stream, seq);
     log.info(
       { id: idFromSubject(sm.subject), seq, deliveries },
-      "max-delivered message was already answered (its ack was lost): removed from the queue",
+      done === "answered"
+        ? "max-delivered message was already answered (its ack was lost): removed from the queue"
+        : "max-delivered message was already dead-lettered with its own error (its ack was lost): removed from the queue",
     );
     return;
   }
   await deadLetterStored(jsm, out, o, sm, deliveries, log);
 }
 
-/** True when this very message's success is stored (see isSuccessOf). */
-async function answered(out: Outputs, sm: StoredMsg): Promise<boolean> {
-  const prev = await out.lookupResult(idFromSubject(sm.subject));
-  return isSuccessOf(prev?.headers, sm.seq);
+/**
+ * Whether this very message was settled and only its ack was lost: its success is stored
+ * (see isSuccessOf), or its error verdict is stored together with its dead letter (the
+ * key `<id>.dlq.<seq>` the worker writes it under). Anything else proves nothing.
+ */
+async function settledBefore(
+  out: Outputs,
+  sm: StoredMsg,
+): Promise<"answered" | "dead-lettered" | undefined> {
+  const id = idFromSubject(sm.subject);
+  const prev = await out.lookupResult(id);
+  if (isSuccessOf(prev?.headers, sm.seq)) return "answered";
+  if (!isResultOf(prev?.headers, sm.seq)) return undefined;
+  const dl = await out.lookupDeadLetter(id);
+  return dl?.headers?.get(H.msgId) === `${id}.dlq.${sm.seq}` ? "dead-lettered" : undefined;
 }
 
 async function deadLetterStored(
@@ -178,6 +192,7 @@ async function deadLetterStored(
   const kind = isJsonType(sm.header.get(H.contentType)) ? "json" : "text";
   const err = encodeError(kind, { id, attempts: deliveries, code: Code.internal, message });
   carryHeaders(sm.header, err.headers);
+  err.headers.set(H.requestSeq, String(seq));
   await out.storeResult(id, err);
   const replyTo = sm.header.get(H.replyTo);
   if (replyTo && !replyToProblem(replyTo, o.reservedPrefixes ?? [])) out.reply(replyTo, err);

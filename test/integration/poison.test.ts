@@ -41,6 +41,7 @@ beforeAll(async () => {
   jsm = await jetstreamManager(nc);
   out = natsOutputs(nc, jetstream(nc), jsm, {
     results: "OPENAI_RESULTS",
+    dlq: "OPENAI_DLQ",
     resultsPrefix: "openai.results",
     dlqPrefix: "openai.dlq",
     requestsPrefix: "openai.requests",
@@ -104,10 +105,32 @@ describe("the MAX_DELIVERIES advisory path", () => {
     expect(await dlqIds()).toEqual([]);
   });
 
+  it("removes a message whose own error verdict and dead letter are stored, keeping both", async () => {
+    // The worker's verdict on the last delivery (dead letter, error result, reply) was
+    // written and then the ack was lost: the real error must not become "poison".
+    const seq = await request("settled", "a request refused on its last delivery");
+    await out.deadLetter(
+      "settled",
+      `settled.dlq.${seq}`,
+      { headers: undefined, data: sc.encode("a request refused on its last delivery") },
+      { code: 502, message: "upstream said no", attempts: 5, subject: "openai.requests.settled" },
+    );
+    await storeResult("settled", "upstream said no", { seq, errorCode: 502 });
+    await deadLetterPoison(jsm, out, opts, seq, 5, log);
+    expect(await inQueue(seq)).toBe(false);
+    expect(await client.result("settled")).toMatchObject({ ok: false, code: 502 });
+    const dl = await jsm.streams.getMessage("OPENAI_DLQ", { last_by_subj: "openai.dlq.settled" });
+    expect(dl?.header.get("Nats-Service-Error")).toBe("upstream said no");
+  });
+
   it.each([
     ["another message's success under the same id", "reused", { seqOffset: -1 }],
     ["an old error of a replayed request", "replayed", { errorCode: 400 }],
-    ["an error of this very message", "own-error", { errorCode: 502, seqOffset: 0 }],
+    [
+      "an error of this very message (no dead letter)",
+      "own-error",
+      { errorCode: 502, seqOffset: 0 },
+    ],
   ])("dead-letters a message when the stored result is %s", async (_, id, r) => {
     const seq = await request(id, "never finished");
     const seqOf = "seqOffset" in r ? seq + r.seqOffset : undefined;
