@@ -131,9 +131,10 @@ describe("single server", () => {
     const port = await freePort();
     const blocker = net.createServer();
     await new Promise<void>((r) => blocker.listen(port, "127.0.0.1", r));
-    // The scenario itself: the previous owner lets go shortly after the server first tries.
-    setTimeout(() => blocker.close(), 150);
-    const srv = await track(startNatsServer({ port, jetstream: false }));
+    // The scenario itself: the previous owner lets go once the server has found it taken.
+    const srv = await track(
+      startNatsServer({ port, jetstream: false, onAddrInUse: () => void blocker.close() }),
+    );
     expect(srv.port).toBe(port);
     expect(srv.logs()).toMatch(/address already in use[\s\S]*Server is ready/);
   });

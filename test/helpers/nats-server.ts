@@ -156,6 +156,8 @@ export interface NatsServerOptions {
   tls?: { cert: string; key: string; ca?: string; verify?: boolean };
   /** Server max_payload in bytes. */
   maxPayload?: number;
+  /** called when a launch found its fixed port in use, before the retry (tests) */
+  onAddrInUse?: (attempt: number) => void;
   /** server_name; required by nats-server for clustered JetStream. */
   serverName?: string;
   /** Cluster block; `routes` are the route ports of all nodes (this one may be included). */
@@ -346,6 +348,7 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
         const delay = ADDR_IN_USE_BACKOFF_MS[attempt];
         if (!(err instanceof LaunchError) || !err.addrInUse || delay === undefined) throw err;
         appendLog(`--- nats-harness: address in use, retry ${attempt + 1} ---\n`);
+        opts.onAddrInUse?.(attempt + 1);
         if (!pickPort) await new Promise((r) => setTimeout(r, delay));
       }
     }
