@@ -51,7 +51,7 @@ export interface RigOptions {
   /** Streams purged after each test (errors ignored). */
   purge?: string[];
   /** Runs last after each test: proxies stopped, test double reset, streams purged. */
-  afterEach?: (rig: Rig) => void | Promise<void>;
+  afterEach?: (rig: Rig) => void | Promise<unknown>;
 }
 
 export interface Rig {
