@@ -10,9 +10,9 @@
  * Work that must come after the rig's reset goes into `opts.afterEach`.
  *
  * After each test the rig stops the test's proxies (grace 500 ms), resets the test double
- * (`reset()`, then `opts.devReset`), purges `opts.purge` (errors ignored), then runs
- * `opts.afterEach`. After all tests it closes the connection, stops both servers and
- * removes the streams directory.
+ * (`reset()`, then `opts.devReset`; not with `resetDev: false`), purges `opts.purge`
+ * (errors ignored), then runs `opts.afterEach`. After all tests it closes the connection,
+ * stops both servers and removes the streams directory.
  */
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -46,6 +46,8 @@ export interface RigOptions {
   applyStreams?: boolean;
   /** Flags every `proxy()` starts with (its own flags win). Not used by `startProxy()`. */
   flags?: Record<string, unknown>;
+  /** Reset the test double after each test (default true); false: its state carries over. */
+  resetDev?: boolean;
   /** After each test, after dev.reset(): more resets of the test double (setLatency(0)...). */
   devReset?: (dev: DevOpenAI) => void;
   /** Streams purged after each test (errors ignored). */
@@ -141,8 +143,10 @@ export function useRig(opts: RigOptions = {}): Rig {
 
   afterEach(async () => {
     await rig.stopProxies(500);
-    rig.dev.reset();
-    opts.devReset?.(rig.dev);
+    if (opts.resetDev !== false) {
+      rig.dev.reset();
+      opts.devReset?.(rig.dev);
+    }
     for (const s of opts.purge ?? []) await rig.jsm.streams.purge(s).catch(() => undefined);
     await opts.afterEach?.(rig);
   });
