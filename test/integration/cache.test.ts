@@ -5,62 +5,22 @@
  * entries expire; an unparsable TTL is a 400 dead letter.
  */
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
+import { describe, expect, it } from "vitest";
+import { createInbox, headers, type Msg } from "@nats-io/transport-node";
+import { startNatsServer } from "../helpers/nats-server.js";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  makeStreamsDir,
-  memoryLogger,
-  serveEnv,
-  spawnCli,
-  startTestProxy,
-  testClient,
-} from "../helpers/proxy.js";
+import { memoryLogger, serveEnv, spawnCli, testClient } from "../helpers/proxy.js";
+import { useRig } from "../helpers/rig.js";
 import type { Proxy } from "../../src/main.js";
-import type { ProxyClient } from "../../src/client/client.js";
 import { chunkText } from "../../src/protocol/stream.js";
 import { cacheKey } from "../../src/protocol/cache.js";
 
 const enc = new TextEncoder();
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
-const streams = makeStreamsDir({ ackWaitMs: 5000 });
-const proxies: Proxy[] = [];
+const rig = useRig({ streams: { ackWaitMs: 5000 } });
 let seq = 0;
 const answer = (prompt: string) => `(dev-openai test double) You said: ${prompt}`;
-
-beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
-});
-
-afterEach(async () => {
-  await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
-  dev.reset();
-});
-
-afterAll(async () => {
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-});
-
-async function proxy(flags: Record<string, unknown> = {}) {
-  const p = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
-    flags,
-  });
-  proxies.push(p);
-  return p;
-}
 
 interface Answer {
   final: Msg;
@@ -74,12 +34,12 @@ async function ask(body: Record<string, unknown>, cache?: string): Promise<Answe
   const id = `c-${++seq}`;
   const inbox = createInbox();
   const deltas: Msg[] = [];
-  const sub = nc.subscribe(inbox);
+  const sub = rig.nc.subscribe(inbox);
   const h = headers();
   h.set("Content-Type", "application/json");
   h.set("Reply-To", inbox);
   if (cache !== undefined) h.set("Proxy-Cache", cache);
-  await jetstream(nc).publish(`openai.requests.${id}`, enc.encode(JSON.stringify(body)), {
+  await jetstream(rig.nc).publish(`openai.requests.${id}`, enc.encode(JSON.stringify(body)), {
     msgID: id,
     headers: h,
   });
@@ -113,12 +73,12 @@ async function cacheMetric(p: Proxy, result: string): Promise<number> {
 
 describe("Proxy-Cache", () => {
   it("a repeat is answered from the cache with no API call (hit), also streamed; user, metadata and stream do not matter", async () => {
-    const p = await proxy();
+    const p = await rig.proxy();
     const msgs = [{ role: "user", content: "cache me please" }];
     const first = await ask({ messages: msgs, user: "a" }, "30s");
     expect(first.code).toBe("");
     expect(first.cache).toBe("miss");
-    expect(dev.stats().calls).toBe(1);
+    expect(rig.dev.stats().calls).toBe(1);
     const second = await ask({ messages: msgs, user: "b", metadata: { k: "v" } }, "30s");
     expect(second.cache).toBe("hit");
     expect(content(second)).toBe(answer("cache me please"));
@@ -131,16 +91,16 @@ describe("Proxy-Cache", () => {
     expect(streamed.deltas.map((m) => chunkText(m.json())).join("")).toBe(
       answer("cache me please"),
     );
-    expect(dev.stats().calls).toBe(1);
+    expect(rig.dev.stats().calls).toBe(1);
     // The hit is the stored result too.
     const id = streamed.final.headers?.get("Nats-Msg-Id") ?? "";
-    expect((await client.result(id))?.completion?.choices?.[0]?.message?.content).toBe(
+    expect((await rig.client.result(id))?.completion?.choices?.[0]?.message?.content).toBe(
       answer("cache me please"),
     );
     // Another generation parameter is another request.
     const other = await ask({ messages: msgs, max_tokens: 50 }, "30s");
     expect(other.cache).toBe("miss");
-    expect(dev.stats().calls).toBe(2);
+    expect(rig.dev.stats().calls).toBe(2);
     expect(await cacheMetric(p, "hit")).toBe(2);
     expect(await cacheMetric(p, "miss")).toBe(2);
     const bytes = await p.metrics.registry.getSingleMetric("openai_proxy_cache_bytes_total")?.get();
@@ -148,7 +108,7 @@ describe("Proxy-Cache", () => {
   });
 
   it("never caches an error", async () => {
-    await proxy();
+    await rig.proxy();
     const msgs = [{ role: "user", content: "[[status:400x1]] fails once" }];
     const first = await ask({ messages: msgs }, "30s");
     expect(first.code).toBe("400");
@@ -158,18 +118,18 @@ describe("Proxy-Cache", () => {
     expect(second.cache).toBe("miss");
     const third = await ask({ messages: msgs }, "30s");
     expect(third.cache).toBe("hit");
-    expect(dev.stats().calls).toBe(2);
+    expect(rig.dev.stats().calls).toBe(2);
   });
 
   it("an entry expires after its TTL: the next request calls the API again", async () => {
-    await proxy();
+    await rig.proxy();
     const msgs = [{ role: "user", content: "short lived" }];
     const t0 = Date.now();
     expect((await ask({ messages: msgs }, "1s")).cache).toBe("miss");
     expect((await ask({ messages: msgs }, "1s")).cache).toBe("hit");
     // 2.11+: the server expires the entry itself (per-message TTL); 2.10: the entry's own expiry.
-    const jsm = await jetstreamManager(nc);
-    const ttlServer = !/^2\.10\./.test(nc.info?.version ?? "");
+    const jsm = await jetstreamManager(rig.nc);
+    const ttlServer = !/^2\.10\./.test(rig.nc.info?.version ?? "");
     const kvInfo = await jsm.streams.info("KV_OPENAI_CACHE");
     expect(kvInfo.config.allow_msg_ttl === true).toBe(ttlServer);
     const entry = await jsm.streams.getMessage("KV_OPENAI_CACHE", {
@@ -185,17 +145,17 @@ describe("Proxy-Cache", () => {
     expect(last).toBe("miss");
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
     expect(Date.now() - t0).toBeLessThan(12_000);
-    expect(dev.stats().calls).toBe(2);
+    expect(rig.dev.stats().calls).toBe(2);
   });
 
   it("an unparsable TTL is a 400, dead-lettered, with no API call", async () => {
-    await proxy();
+    await rig.proxy();
     const a = await ask({ messages: [{ role: "user", content: "bad ttl" }] }, "soon");
     expect(a.code).toBe("400");
     expect(a.final.headers?.get("Nats-Service-Error")).toMatch(/Proxy-Cache "soon" is not a TTL/);
-    expect(dev.stats().calls).toBe(0);
+    expect(rig.dev.stats().calls).toBe(0);
     const id = a.final.headers?.get("Nats-Msg-Id") ?? "";
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     const dl = await jsm.streams.getMessage("OPENAI_DLQ", { last_by_subj: `openai.dlq.${id}` });
     expect(dl?.header.get("Nats-Service-Error-Code")).toBe("400");
   });
@@ -203,11 +163,11 @@ describe("Proxy-Cache", () => {
 
 describe("cache.models", () => {
   it("caches only deterministic requests (temperature 0 or a seed) to the listed models", async () => {
-    await proxy({ "cache.models": ["gpt-4o-mini"], "cache.ttl_ms": 60_000 });
+    await rig.proxy({ "cache.models": ["gpt-4o-mini"], "cache.ttl_ms": 60_000 });
     const msgs = [{ role: "user", content: "deterministic?" }];
     const loose = [await ask({ messages: msgs }), await ask({ messages: msgs })];
     expect(loose.map((a) => a.cache)).toEqual(["", ""]);
-    expect(dev.stats().calls).toBe(2);
+    expect(rig.dev.stats().calls).toBe(2);
     const cold = [
       await ask({ messages: msgs, temperature: 0 }),
       await ask({ messages: msgs, temperature: 0 }),
@@ -223,24 +183,24 @@ describe("cache.models", () => {
       await ask({ model: "gpt-4o", messages: msgs, temperature: 0 }),
     ];
     expect(otherModel.map((a) => a.cache)).toEqual(["", ""]);
-    expect(dev.stats().calls).toBe(6);
+    expect(rig.dev.stats().calls).toBe(6);
   });
 });
 
 describe("client and CLI", () => {
   it("the client's cache option sets Proxy-Cache; a bad TTL is refused before submitting", async () => {
-    await proxy();
+    await rig.proxy();
     const input = { messages: [{ role: "user" as const, content: "client cached" }] };
-    const a = await client.request(input, { cache: "1m", timeoutMs: 10_000 });
-    const b = await client.request(input, { cache: "1m", timeoutMs: 10_000 });
+    const a = await rig.client.request(input, { cache: "1m", timeoutMs: 10_000 });
+    const b = await rig.client.request(input, { cache: "1m", timeoutMs: 10_000 });
     expect(a.ok && b.ok).toBe(true);
     expect(b.body).toBe(a.body);
-    expect(dev.stats().calls).toBe(1);
-    await expect(client.submit(input, { cache: "forever" })).rejects.toThrow(/not a TTL/);
+    expect(rig.dev.stats().calls).toBe(1);
+    await expect(rig.client.submit(input, { cache: "forever" })).rejects.toThrow(/not a TTL/);
   });
 
   it("submit --file --cache: a batch run again is answered from the cache; a bad TTL is a usage error", async () => {
-    await proxy();
+    await rig.proxy();
     const dir = mkdtempSync(join(tmpdir(), "cache-batch-"));
     try {
       const input = join(dir, "requests.jsonl");
@@ -252,7 +212,7 @@ describe("client and CLI", () => {
           body: { model: "gpt-4o-mini", messages: [{ role: "user", content: `batch line ${i}` }] },
         });
       writeFileSync(input, `${[1, 2, 3].map(line).join("\n")}\n`);
-      const env = serveEnv(server.url, dev.url, streams.dir);
+      const env = serveEnv(rig.server.url, rig.dev.url, rig.streamsDir);
       const run = async (out: string) => {
         const p = spawnCli(
           ["submit", "--file", input, "--wait", "--out", out, "--cache", "10m"],
@@ -266,9 +226,9 @@ describe("client and CLI", () => {
           .sort((a, b) => a.custom_id.localeCompare(b.custom_id));
       };
       const first = await run(join(dir, "out1.jsonl"));
-      expect(dev.stats().calls).toBe(3);
+      expect(rig.dev.stats().calls).toBe(3);
       const again = await run(join(dir, "out2.jsonl"));
-      expect(dev.stats().calls).toBe(3); // every line a hit
+      expect(rig.dev.stats().calls).toBe(3); // every line a hit
       expect(again.map((l) => l.response.body)).toEqual(first.map((l) => l.response.body));
       const bad = spawnCli(["submit", "--file", input, "--cache", "forever"], env);
       expect(await bad.exited).toBe(2);
@@ -284,12 +244,7 @@ describe("an answer too large for the cache", () => {
     // A small max_payload: the result fits, the cache entry (with its room for headers) not.
     const small = await startNatsServer({ maxPayload: 16_384 });
     const { log, lines } = memoryLogger("debug");
-    const p = await startTestProxy({
-      natsUrl: small.url,
-      openaiUrl: dev.url,
-      streamsDir: streams.dir,
-      log,
-    });
+    const p = await rig.startProxy({ natsUrl: small.url, log });
     const { client: c2, nc: nc2 } = await testClient(small.url);
     try {
       const input = { messages: [{ role: "user" as const, content: "[[size:15200]] big" }] };
@@ -297,7 +252,7 @@ describe("an answer too large for the cache", () => {
       const b = await c2.request(input, { cache: "1m", timeoutMs: 10_000 });
       expect(a.ok && b.ok).toBe(true);
       expect(a.completion?.choices?.[0]?.message?.content?.length).toBe(15_200);
-      expect(dev.stats().calls).toBe(2);
+      expect(rig.dev.stats().calls).toBe(2);
       expect(lines.some((l) => l.includes("answer too large for the response cache"))).toBe(true);
     } finally {
       await p.stop(500);

@@ -7,61 +7,28 @@ import { jetstreamManager, jetstream } from "@nats-io/jetstream";
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import { makeStreamsDir, spawnCli, startTestProxy, testClient } from "../helpers/proxy.js";
-import type { Proxy } from "../../src/main.js";
-import { RequestTimeoutError, type ProxyClient } from "../../src/client/client.js";
+import { afterAll, describe, expect, it } from "vitest";
+import { createInbox, headers, type Msg } from "@nats-io/transport-node";
+import { spawnCli } from "../helpers/proxy.js";
+import { sc, useRig } from "../helpers/rig.js";
+import { RequestTimeoutError } from "../../src/client/client.js";
 
-const sc = {
-  encode: (s: string) => new TextEncoder().encode(s),
-  decode: (d: Uint8Array) => new TextDecoder().decode(d),
-};
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
-const streams = makeStreamsDir({ ackWaitMs: 5000 });
+const rig = useRig({
+  streams: { ackWaitMs: 5000 },
+  devReset: (dev) => {
+    dev.setLatency(0);
+    dev.setStreamChunkDelay(0);
+  },
+});
 const tmp = mkdtempSync(join(tmpdir(), "proxy-client-"));
-const proxies: Proxy[] = [];
 
-beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
-});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-afterEach(async () => {
-  await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
-  dev.reset();
-  dev.setLatency(0);
-  dev.setStreamChunkDelay(0);
-});
-
-afterAll(async () => {
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-  rmSync(tmp, { recursive: true, force: true });
-});
-
-async function proxy(flags: Record<string, unknown> = {}) {
-  const p = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
-    flags,
-  });
-  proxies.push(p);
-  return p;
-}
-
-const cliEnv = () => ({ NATS_URL: server.url });
+const cliEnv = () => ({ NATS_URL: rig.server.url });
 
 describe("submit and result", () => {
   it("prints the id alone on stdout, reports a resubmitted id as a duplicate, and reads the result", async () => {
-    await proxy();
+    await rig.proxy();
     const first = spawnCli(["submit", "cli fire and forget", "--id", "cli-1"], cliEnv());
     expect(await first.exited).toBe(0);
     expect(first.stdout()).toBe("cli-1\n");
@@ -72,15 +39,15 @@ describe("submit and result", () => {
     const res = spawnCli(["result", "cli-1", "--wait", "--timeout", "10000"], cliEnv());
     expect(await res.exited).toBe(0);
     expect(res.stdout()).toBe("(dev-openai test double) You said: cli fire and forget\n");
-    expect(dev.stats().calls).toBe(1); // the duplicate was not queued twice
+    expect(rig.dev.stats().calls).toBe(1); // the duplicate was not queued twice
   });
 
   it("queues on the lane --priority and --tenant name, and refuses a bad priority or an unknown tenant", async () => {
-    await proxy(); // creates the lanes; stopped below so the request stays queued
-    await Promise.all(proxies.splice(0).map((p) => p.stop(0)));
+    await rig.proxy(); // creates the lanes; stopped below so the request stays queued
+    await rig.stopProxies(0);
     const low = spawnCli(["submit", "lane me", "--id", "cli-low", "--priority", "low"], cliEnv());
     expect(await low.exited).toBe(0);
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     const queued = await jsm.streams.getMessage("OPENAI_REQUESTS", {
       last_by_subj: "openai.requests.default.low.cli-low",
     });
@@ -95,26 +62,26 @@ describe("submit and result", () => {
   });
 
   it("exits 1 with the error message for an error result", async () => {
-    await proxy();
-    await client.submit(
+    await rig.proxy();
+    await rig.client.submit(
       { model: "no-such-model", messages: [{ role: "user", content: "x" }] },
       { id: "cli-err" },
     );
-    await client.result("cli-err", { wait: true, timeoutMs: 10_000 });
+    await rig.client.result("cli-err", { wait: true, timeoutMs: 10_000 });
     const res = spawnCli(["result", "cli-err"], cliEnv());
     expect(await res.exited).toBe(1);
     expect(res.stderr()).toMatch(/error 404: model "no-such-model" not found/);
   });
 
   it("times out a request cleanly when no worker runs, and the request completes once one starts", async () => {
-    const err = await client
+    const err = await rig.client
       .request("durable while nobody listens", { timeoutMs: 300 })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RequestTimeoutError);
     const id = (err as RequestTimeoutError).id!;
-    expect(dev.stats().calls).toBe(0);
-    await proxy();
-    const r = await client.result(id, { wait: true, timeoutMs: 10_000 });
+    expect(rig.dev.stats().calls).toBe(0);
+    await rig.proxy();
+    const r = await rig.client.result(id, { wait: true, timeoutMs: 10_000 });
     expect(r).toMatchObject({
       ok: true,
       body: "(dev-openai test double) You said: durable while nobody listens",
@@ -124,7 +91,7 @@ describe("submit and result", () => {
 
 describe("batch files", () => {
   it("turns 1,000 lines with bad lines and upstream failures into a complete output file in input order", async () => {
-    await proxy({ "worker.concurrency": 32 });
+    await rig.proxy({ "worker.concurrency": 32 });
     const input = join(tmp, "requests.jsonl");
     const out = join(tmp, "results.jsonl");
     const expected: { custom_id: string | null; kind: "ok" | "failed" | "invalid" }[] = [];
@@ -218,7 +185,7 @@ describe("batch files", () => {
         '{"custom_id":"b","url":"/v1/embeddings","body":{}}',
       ].join("\n"),
     );
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     await jsm.streams.purge("OPENAI_REQUESTS");
     const run = spawnCli(["submit", "--file", input, "--strict"], cliEnv());
     expect(await run.exited).toBe(1);
@@ -229,12 +196,12 @@ describe("batch files", () => {
 
 describe("streaming", () => {
   it("publishes content deltas to Reply-To, then the final reply; only the final one is stored", async () => {
-    dev.setStreamChunkDelay(5);
-    await proxy();
+    rig.dev.setStreamChunkDelay(5);
+    await rig.proxy();
     const inbox = createInbox();
     const got: Msg[] = [];
     const done = new Promise<void>((resolve) => {
-      nc.subscribe(inbox, {
+      rig.nc.subscribe(inbox, {
         callback: (_e, m) => {
           got.push(m);
           if (m.headers?.get("Openai-Stream") === "done") resolve();
@@ -245,7 +212,7 @@ describe("streaming", () => {
     h.set("Content-Type", "application/json");
     h.set("Reply-To", inbox);
     const body = { stream: true, messages: [{ role: "user", content: "one two three four five" }] };
-    await jetstream(nc).publish("openai.requests.stream-1", sc.encode(JSON.stringify(body)), {
+    await jetstream(rig.nc).publish("openai.requests.stream-1", sc.encode(JSON.stringify(body)), {
       msgID: "stream-1",
       headers: h,
     });
@@ -269,9 +236,9 @@ describe("streaming", () => {
     expect(completion.object).toBe("chat.completion");
     expect(completion.choices[0]!.message.content).toBe(text);
     expect(completion.usage).not.toBeNull();
-    const stored = await client.result("stream-1");
+    const stored = await rig.client.result("stream-1");
     expect(stored?.completion?.choices?.[0]?.message?.content).toBe(text);
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     const info = await jsm.streams.info("OPENAI_RESULTS", {
       subjects_filter: "openai.results.stream-1",
     });
@@ -279,8 +246,8 @@ describe("streaming", () => {
   });
 
   it("yields the chunks through the client library and returns the final reply", async () => {
-    await proxy();
-    const it = client.stream(
+    await rig.proxy();
+    const it = rig.client.stream(
       { messages: [{ role: "user", content: "alpha beta gamma" }] },
       { timeoutMs: 10_000 },
     );

@@ -5,85 +5,16 @@
  * be settled. Only an allow-list of client headers is copied (src/protocol/headers.ts).
  */
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import {
-  applyStreams,
-  eventually,
-  makeStreamsDir,
-  startTestProxy,
-  testClient,
-} from "../helpers/proxy.js";
-import type { Proxy } from "../../src/main.js";
-import type { ProxyClient } from "../../src/client/client.js";
-import { DeadLetters } from "../../src/client/dlq.js";
+import { describe, expect, it } from "vitest";
+import { createInbox, headers } from "@nats-io/transport-node";
+import { eventually } from "../helpers/proxy.js";
+import { first, sc, useRig } from "../helpers/rig.js";
 
-const sc = {
-  encode: (s: string) => new TextEncoder().encode(s),
-  decode: (d: Uint8Array) => new TextDecoder().decode(d),
-};
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
-let dlq: DeadLetters;
 const MAX_DELIVER = 2;
-const streams = makeStreamsDir({ ackWaitMs: 2000, maxDeliver: MAX_DELIVER });
-const proxies: Proxy[] = [];
-
-beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
-  await applyStreams(nc, streams.dir);
-  dlq = new DeadLetters(nc, await jetstreamManager(nc), {
-    dlqStream: "OPENAI_DLQ",
-    dlqPrefix: "openai.dlq",
-    requestsPrefix: "openai.requests",
-  });
-});
-
-afterEach(async () => {
-  await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
-  dev.reset();
-});
-
-afterAll(async () => {
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-});
-
-async function proxy(): Promise<Proxy> {
-  const p = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
-  });
-  proxies.push(p);
-  return p;
-}
-
-/** The first message of `sub`, or an error after `ms`. */
-async function first(sub: AsyncIterable<Msg>, ms = 10_000): Promise<Msg> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no message within ${ms} ms`)), ms);
-  });
-  const next = (async () => {
-    for await (const m of sub) return m;
-    throw new Error("subscription closed without a message");
-  })();
-  try {
-    return await Promise.race([next, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const rig = useRig({ streams: { ackWaitMs: 2000, maxDeliver: MAX_DELIVER }, applyStreams: true });
 
 async function queueDrained(): Promise<void> {
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(rig.nc);
   await eventually(
     async () => (await jsm.streams.info("OPENAI_REQUESTS")).state.messages === 0,
     15_000,
@@ -93,9 +24,9 @@ async function queueDrained(): Promise<void> {
 
 describe("client-set Nats-* headers", () => {
   it("a bad-JSON request carrying Nats-Expected-Stream ends with one dead letter and an error reply", async () => {
-    await proxy();
+    await rig.proxy();
     const inbox = createInbox();
-    const sub = nc.subscribe(inbox);
+    const sub = rig.nc.subscribe(inbox);
     const h = headers();
     h.set("Content-Type", "application/json");
     h.set("Reply-To", inbox);
@@ -103,15 +34,19 @@ describe("client-set Nats-* headers", () => {
     // other stream the proxy writes to.
     h.set("Nats-Expected-Stream", "OPENAI_REQUESTS");
     h.set("X-Custom", "not carried");
-    await jetstream(nc).publish("openai.requests.expect-stream", sc.encode('{"messages": [ oops'), {
-      msgID: "expect-stream",
-      headers: h,
-    });
-    const reply = await first(sub);
+    await jetstream(rig.nc).publish(
+      "openai.requests.expect-stream",
+      sc.encode('{"messages": [ oops'),
+      {
+        msgID: "expect-stream",
+        headers: h,
+      },
+    );
+    const reply = await first(sub, 10_000);
     expect(reply.headers?.get("Nats-Service-Error-Code")).toBe("400");
     expect(reply.headers?.get("Nats-Service-Error")).toMatch(/unparseable JSON/);
     await queueDrained();
-    const letters = await dlq.list();
+    const letters = await rig.dlq.list();
     expect(letters.map((d) => [d.id, d.code, d.attempts])).toEqual([["expect-stream", 400, 1]]);
     const d = letters[0]!;
     expect(d.headers.get("Nats-Expected-Stream")).toBe("");
@@ -120,22 +55,22 @@ describe("client-set Nats-* headers", () => {
     expect(d.headers.get("Content-Type")).toBe("application/json");
     expect(sub.getProcessed()).toBe(1);
     sub.unsubscribe();
-    expect(dev.stats().calls).toBe(0);
-    await dlq.purge();
+    expect(rig.dev.stats().calls).toBe(0);
+    await rig.dlq.purge();
   });
 
   it("the shim accepts and answers a request carrying Nats-Expected-Stream: OPENAI_DLQ", async () => {
-    await proxy();
+    await rig.proxy();
     const h = headers();
     h.set("Nats-Expected-Stream", "OPENAI_DLQ");
     h.set("Nats-Expected-Last-Sequence", "1");
-    const r = await nc.request("openai_requests", sc.encode("through the shim"), {
+    const r = await rig.nc.request("openai_requests", sc.encode("through the shim"), {
       timeout: 10_000,
       headers: h,
     });
     expect(r.headers?.get("Nats-Service-Error-Code") ?? "").toBe("");
     expect(sc.decode(r.data)).toBe("(dev-openai test double) You said: through the shim");
-    expect(dev.stats().ok).toBe(1);
+    expect(rig.dev.stats().ok).toBe(1);
   });
 
   it("a poison message carrying Nats-Expected-Stream is still dead-lettered", async () => {
@@ -143,11 +78,11 @@ describe("client-set Nats-* headers", () => {
     // the proxy's consumer and never finishing it, until max_deliver.
     const h = headers();
     h.set("Nats-Expected-Stream", "OPENAI_REQUESTS");
-    await jetstream(nc).publish("openai.requests.poison-expect", sc.encode("crash me"), {
+    await jetstream(rig.nc).publish("openai.requests.poison-expect", sc.encode("crash me"), {
       msgID: "poison-expect",
       headers: h,
     });
-    const consumer = await jetstream(nc).consumers.get(
+    const consumer = await jetstream(rig.nc).consumers.get(
       "OPENAI_REQUESTS",
       "openai-proxy-default-normal",
     );
@@ -159,29 +94,29 @@ describe("client-set Nats-* headers", () => {
     // The next pull makes the server notice max_deliver and send the advisory, which
     // OPENAI_POISON keeps until a proxy handles it.
     expect(await consumer.next({ expires: 1000 })).toBeNull();
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     await eventually(
       async () => (await jsm.streams.info("OPENAI_POISON")).state.messages === 1,
       5_000,
       "the captured advisory",
     );
-    await proxy();
+    await rig.proxy();
     await eventually(
-      async () => (await dlq.show("poison-expect")) !== null,
+      async () => (await rig.dlq.show("poison-expect")) !== null,
       15_000,
       "the dead letter",
     );
-    const d = await dlq.show("poison-expect");
+    const d = await rig.dlq.show("poison-expect");
     expect([d?.code, d?.attempts]).toEqual([500, MAX_DELIVER]);
     expect(d?.error).toContain("poison");
     expect(d?.headers.get("Nats-Expected-Stream")).toBe("");
-    expect((await client.result("poison-expect"))?.code).toBe(500);
+    expect((await rig.client.result("poison-expect"))?.code).toBe(500);
     await queueDrained();
     await eventually(
       async () => (await jsm.streams.info("OPENAI_POISON")).state.messages === 0,
       5_000,
       "the advisory to be acked",
     );
-    expect(dev.stats().calls).toBe(0);
+    expect(rig.dev.stats().calls).toBe(0);
   });
 });

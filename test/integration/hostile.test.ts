@@ -5,63 +5,40 @@
  */
 import { jetstreamManager, jetstream, type StoredMsg } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import {
-  applyStreams,
-  eventually,
-  makeStreamsDir,
-  startTestProxy,
-  testClient,
-} from "../helpers/proxy.js";
+import { createInbox, headers, type Msg } from "@nats-io/transport-node";
+import { eventually } from "../helpers/proxy.js";
+import { sc, useRig } from "../helpers/rig.js";
 import type { Proxy } from "../../src/main.js";
-import { ClientError, type ProxyClient } from "../../src/client/client.js";
+import { ClientError } from "../../src/client/client.js";
 
-const sc = {
-  encode: (s: string) => new TextEncoder().encode(s),
-  decode: (d: Uint8Array) => new TextDecoder().decode(d),
-};
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
+const rig = useRig({
+  streams: { ackWaitMs: 5000, maxMsgs: 50, maxMsgSize: 64 * 1024 },
+  applyStreams: true,
+  resetDev: false,
+});
 let proxy: Proxy;
 let base: string;
-const streams = makeStreamsDir({ ackWaitMs: 5000, maxMsgs: 50, maxMsgSize: 64 * 1024 });
 
 beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
-  await applyStreams(nc, streams.dir);
-  proxy = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
-    flags: { "http.enabled": true, "http.port": 0 },
-  });
+  proxy = await rig.startProxy({ flags: { "http.enabled": true, "http.port": 0 } });
   base = `http://127.0.0.1:${proxy.http!.port}`;
 });
 
-afterAll(async () => {
-  await proxy?.stop(500);
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-});
+// Runs before the rig's afterAll (after hooks run in reverse order).
+afterAll(() => proxy?.stop(500));
 
 /** Sends through the compat shim, like the original tool's clients. */
 async function viaShim(body: Uint8Array, contentType?: string): Promise<Msg> {
   const h = headers();
   if (contentType) h.set("Content-Type", contentType);
-  return nc.request("openai_requests", body, { timeout: 10_000, headers: h });
+  return rig.nc.request("openai_requests", body, { timeout: 10_000, headers: h });
 }
 
 const code = (m: Msg) => m.headers?.get("Nats-Service-Error-Code");
 const error = (m: Msg) => m.headers?.get("Nats-Service-Error") ?? "";
 
 async function stillServing() {
-  const r = await client.request("are you still there?", { timeoutMs: 10_000 });
+  const r = await rig.client.request("are you still there?", { timeoutMs: 10_000 });
   expect(r.body).toBe("(dev-openai test double) You said: are you still there?");
 }
 
@@ -104,11 +81,11 @@ describe("hostile input", () => {
   ])(
     "answers %s with a 400 naming what to fix, without calling the API",
     async (_what, body, ct, re) => {
-      const calls = dev.stats().calls;
+      const calls = rig.dev.stats().calls;
       const r = await viaShim(body, ct);
       expect(code(r)).toBe("400");
       expect(error(r)).toMatch(re);
-      expect(dev.stats().calls).toBe(calls);
+      expect(rig.dev.stats().calls).toBe(calls);
     },
   );
 
@@ -124,27 +101,27 @@ describe("hostile input", () => {
 
   it("refuses a body over the stream's max message size with 413, from the client and from the shim", async () => {
     const big = "x".repeat(100 * 1024);
-    const err = await client.submit(big).catch((e: unknown) => e);
+    const err = await rig.client.submit(big).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ClientError);
     expect((err as ClientError).code).toBe(413);
     expect((err as ClientError).message).toMatch(/too large/);
     const r = await viaShim(sc.encode(big));
     expect(code(r)).toBe("413");
     // Over the server's max_payload (1 MiB) the client refuses before sending.
-    const huge = await client.submit("y".repeat(1024 * 1024 + 10)).catch((e: unknown) => e);
+    const huge = await rig.client.submit("y".repeat(1024 * 1024 + 10)).catch((e: unknown) => e);
     expect((huge as ClientError).code).toBe(413);
     await stillServing();
   });
 
   it("refuses ids NATS cannot carry as one subject token, and ignores a bad Nats-Msg-Id in the shim", async () => {
     for (const id of ["a.b", "has space", "star*", "gt>", ""]) {
-      const e = await client.submit("x", { id }).catch((x: unknown) => x);
+      const e = await rig.client.submit("x", { id }).catch((x: unknown) => x);
       expect((e as ClientError).code).toBe(400);
       expect((e as ClientError).message).toMatch(/request id/);
     }
     const h = headers();
     h.set("Nats-Msg-Id", "not.a.valid.id");
-    const r = await nc.request("openai_requests", sc.encode("bad id header"), {
+    const r = await rig.nc.request("openai_requests", sc.encode("bad id header"), {
       timeout: 10_000,
       headers: h,
     });
@@ -154,10 +131,10 @@ describe("hostile input", () => {
 
   it("dead-letters a request published on a subject whose id token has forbidden characters", async () => {
     const inbox = createInbox();
-    const sub = nc.subscribe(inbox, { max: 1 });
+    const sub = rig.nc.subscribe(inbox, { max: 1 });
     const h = headers();
     h.set("Reply-To", inbox);
-    await jetstream(nc).publish("openai.requests.caf\u00e9", sc.encode("x"), { headers: h });
+    await jetstream(rig.nc).publish("openai.requests.caf\u00e9", sc.encode("x"), { headers: h });
     for await (const m of sub) {
       expect(code(m)).toBe("400");
       expect(error(m)).toMatch(/request id "caf.?" may only contain/);
@@ -171,30 +148,30 @@ describe("hostile input", () => {
     ["the JetStream API", "$JS.API.STREAM.PURGE.OPENAI_REQUESTS"],
     ["a wildcard", "apps.*"],
   ])("refuses a Reply-To into %s, and never publishes there", async (_what, replyTo) => {
-    const watched = nc.subscribe(replyTo.replace("*", "x"));
-    const resultBefore = await client.result("someone-else");
+    const watched = rig.nc.subscribe(replyTo.replace("*", "x"));
+    const resultBefore = await rig.client.result("someone-else");
     const id = `rt-${Math.random().toString(36).slice(2)}`;
     const h = headers();
     h.set("Reply-To", replyTo);
     h.set("Content-Type", "application/json");
     const body = { stream: true, messages: [{ role: "user", content: "reply elsewhere" }] };
-    await jetstream(nc).publish(`openai.requests.${id}`, sc.encode(JSON.stringify(body)), {
+    await jetstream(rig.nc).publish(`openai.requests.${id}`, sc.encode(JSON.stringify(body)), {
       msgID: id,
       headers: h,
     });
-    const r = await client.result(id, { wait: true, timeoutMs: 10_000 });
+    const r = await rig.client.result(id, { wait: true, timeoutMs: 10_000 });
     expect(r).toMatchObject({ ok: false, code: 400 });
     expect(r?.error).toMatch(/Reply-To/);
-    await nc.flush();
+    await rig.nc.flush();
     expect(watched.getProcessed()).toBe(0);
     watched.unsubscribe();
-    expect((await client.result("someone-else"))?.body).toBe(resultBefore?.body);
+    expect((await rig.client.result("someone-else"))?.body).toBe(resultBefore?.body);
   });
 
   it("does not answer a refused subject's error into a refused Reply-To", async () => {
-    await client.submit("keep me", { id: "keep-me" });
-    await client.result("keep-me", { wait: true, timeoutMs: 10_000 });
-    const jsm = await jetstreamManager(nc);
+    await rig.client.submit("keep me", { id: "keep-me" });
+    await rig.client.result("keep-me", { wait: true, timeoutMs: 10_000 });
+    const jsm = await jetstreamManager(rig.nc);
     const before = (await jsm.streams.info("OPENAI_RESULTS")).state.messages;
     const h = headers();
     h.set("Content-Type", "application/json");
@@ -203,10 +180,10 @@ describe("hostile input", () => {
     // A subject with an unknown tenant and priority: no lane serves it, so the stream
     // does not even accept it (nothing is stored that no consumer would settle).
     await expect(
-      jetstream(nc).publish("openai.requests.two.tokens.x", sc.encode("{}"), { headers: h }),
+      jetstream(rig.nc).publish("openai.requests.two.tokens.x", sc.encode("{}"), { headers: h }),
     ).rejects.toThrow(/no responders|jetstream is not enabled/);
     // A lane subject whose id token is refused: answered with 400, never into the Reply-To.
-    await jetstream(nc).publish("openai.requests.default.high.bad%id", sc.encode("{}"), {
+    await jetstream(rig.nc).publish("openai.requests.default.high.bad%id", sc.encode("{}"), {
       headers: h,
     });
     let stored: StoredMsg | null = null;
@@ -222,35 +199,35 @@ describe("hostile input", () => {
     );
     expect(stored!.header.get("Nats-Service-Error-Code")).toBe("400");
     expect((await jsm.streams.info("OPENAI_RESULTS")).state.messages).toBe(before + 1);
-    expect((await client.result("keep-me"))?.ok).toBe(true);
+    expect((await rig.client.result("keep-me"))?.ok).toBe(true);
   });
 
   it("the shim never answers into the proxy's own subjects", async () => {
-    await client.submit("original", { id: "dup-shim" });
-    const original = await client.result("dup-shim", { wait: true, timeoutMs: 10_000 });
+    await rig.client.submit("original", { id: "dup-shim" });
+    const original = await rig.client.result("dup-shim", { wait: true, timeoutMs: 10_000 });
     const h = headers();
     h.set("Nats-Msg-Id", "dup-shim"); // a duplicate: the shim refuses it with 409…
-    nc.publish("openai_requests", sc.encode("again"), {
+    rig.nc.publish("openai_requests", sc.encode("again"), {
       headers: h,
       reply: "openai.results.dup-shim",
     });
-    await nc.flush();
+    await rig.nc.flush();
     await stillServing(); // …and the shim has handled it by now
-    expect((await client.result("dup-shim"))?.body).toBe(original?.body);
+    expect((await rig.client.result("dup-shim"))?.body).toBe(original?.body);
   });
 
   it("never hands a stored result to a different request that reuses the id", async () => {
     // Bob's request completes.
-    await client.submit("bob's secret question", { id: "shared-id" });
-    const bob = await client.result("shared-id", { wait: true, timeoutMs: 10_000 });
+    await rig.client.submit("bob's secret question", { id: "shared-id" });
+    const bob = await rig.client.result("shared-id", { wait: true, timeoutMs: 10_000 });
     expect(bob?.body).toBe("(dev-openai test double) You said: bob's secret question");
     // Alice publishes under the same id (another Nats-Msg-Id, so dedupe does not stop it)
     // and forces a redelivery with a transient failure.
     const inbox = createInbox();
-    const sub = nc.subscribe(inbox, { max: 1 });
+    const sub = rig.nc.subscribe(inbox, { max: 1 });
     const h = headers();
     h.set("Reply-To", inbox);
-    await jetstream(nc).publish(
+    await jetstream(rig.nc).publish(
       "openai.requests.shared-id",
       sc.encode("alice asks [[status:500x4]]"),
       {
@@ -283,7 +260,7 @@ describe("backpressure", () => {
     let refusal: ClientError | undefined;
     for (let i = 0; i < 80; i++) {
       try {
-        accepted.push((await client.submit(`flood ${i}`, { id: `flood-${i}` })).id);
+        accepted.push((await rig.client.submit(`flood ${i}`, { id: `flood-${i}` })).id);
       } catch (e) {
         refused++;
         refusal = e as ClientError;
@@ -298,28 +275,22 @@ describe("backpressure", () => {
     // The compat shim says the same to its caller, at once. It needs a running shim, so
     // start a proxy whose worker cannot keep up: the upstream hangs until released. A
     // delivered message stays in a work-queue stream until acked: the queue stays full.
-    dev.setLatency(60_000);
-    proxy = await startTestProxy({
-      natsUrl: server.url,
-      openaiUrl: dev.url,
-      streamsDir: streams.dir,
+    rig.dev.setLatency(60_000);
+    proxy = await rig.startProxy({
       flags: { "worker.concurrency": 1, "openai.timeout_ms": 120_000 },
     });
-    await eventually(() => dev.stats().inFlight === 1, 10_000, "the worker to be busy");
+    await eventually(() => rig.dev.stats().inFlight === 1, 10_000, "the worker to be busy");
     const r = await viaShim(sc.encode("no room"));
     expect(code(r)).toBe("503");
     expect(error(r)).toMatch(/queue full/);
     // Drain: every accepted request completes.
-    dev.setLatency(0);
+    rig.dev.setLatency(0);
     await proxy.stop(0);
-    proxy = await startTestProxy({
-      natsUrl: server.url,
-      openaiUrl: dev.url,
-      streamsDir: streams.dir,
+    proxy = await rig.startProxy({
       flags: { "worker.concurrency": 16 },
     });
     const results = await Promise.all(
-      accepted.map((id) => client.result(id, { wait: true, timeoutMs: 30_000 })),
+      accepted.map((id) => rig.client.result(id, { wait: true, timeoutMs: 30_000 })),
     );
     expect(results.every((x) => x?.ok)).toBe(true);
   });

@@ -9,12 +9,10 @@ import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, headers, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import { eventually, makeStreamsDir, startTestProxy, testClient } from "../helpers/proxy.js";
-import type { Proxy } from "../../src/main.js";
-import { ClientError, type ProxyClient } from "../../src/client/client.js";
+import { createInbox, headers } from "@nats-io/transport-node";
+import { eventually } from "../helpers/proxy.js";
+import { useRig } from "../helpers/rig.js";
+import { ClientError } from "../../src/client/client.js";
 import { submitBatch } from "../../src/client/batch.js";
 import { DeadLetters } from "../../src/client/dlq.js";
 
@@ -26,32 +24,20 @@ const TENANTS = {
   small: { weight: 1, max_queued: 5 },
 };
 
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
-const streams = makeStreamsDir({ ackWaitMs: 10_000 });
+const rig = useRig({
+  streams: { ackWaitMs: 10_000 },
+  flags: { tenants: TENANTS },
+  devReset: (dev) => dev.setLatency(0),
+});
 const tmp = mkdtempSync(join(tmpdir(), "proxy-lanes-"));
-const proxies: Proxy[] = [];
-
-async function proxy(flags: Record<string, unknown> = {}): Promise<Proxy> {
-  const p = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
-    flags: { tenants: TENANTS, ...flags },
-  });
-  proxies.push(p);
-  return p;
-}
 
 async function stopAll(): Promise<void> {
-  await Promise.all(proxies.splice(0).map((p) => p.stop(0)));
+  await rig.stopProxies(0);
 }
 
 /** Empties the queue (after the proxies are stopped). */
 async function purgeQueue(): Promise<void> {
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(rig.nc);
   await jsm.streams.purge("OPENAI_REQUESTS");
 }
 
@@ -63,7 +49,7 @@ function p95(xs: number[]): number {
 /** Ids of the results as they are stored, in order. */
 function watchResults(): { ids: string[]; stop: () => void } {
   const ids: string[] = [];
-  const sub = nc.subscribe("openai.results.>", {
+  const sub = rig.nc.subscribe("openai.results.>", {
     callback: (_e, m) => {
       ids.push(m.subject.slice("openai.results.".length));
     },
@@ -72,36 +58,32 @@ function watchResults(): { ids: string[]; stop: () => void } {
 }
 
 beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
   // The first proxy creates the streams and lanes for TENANTS (and their metadata).
-  await proxy();
+  await rig.proxy();
   await stopAll();
 });
 
+// Runs before the rig's afterEach (after hooks run in reverse order), which then resets
+// the test double.
 afterEach(async () => {
   await stopAll();
   await purgeQueue();
-  dev.reset();
-  dev.setLatency(0);
 });
 
-afterAll(async () => {
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-  rmSync(tmp, { recursive: true, force: true });
-});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe("priorities", () => {
   it("20 high requests behind a 2,000-line low batch finish within 2x their empty-queue p95 (+200 ms)", async () => {
-    dev.setLatency(200);
-    await proxy({ "worker.concurrency": 16 });
+    rig.dev.setLatency(200);
+    await rig.proxy({ "worker.concurrency": 16 });
     const highs = async (tag: string) =>
       Promise.all(
         Array.from({ length: 20 }, async (_, i) => {
           const t0 = Date.now();
-          const r = await client.request(`${tag} ${i}`, { priority: "high", timeoutMs: 30_000 });
+          const r = await rig.client.request(`${tag} ${i}`, {
+            priority: "high",
+            timeoutMs: 30_000,
+          });
           expect(r.ok).toBe(true);
           return Date.now() - t0;
         }),
@@ -120,10 +102,10 @@ describe("priorities", () => {
         }),
       ).join("\n"),
     );
-    await submitBatch(client, file); // priority low by default
-    await eventually(() => dev.stats().inFlight === 16, 10_000, "the batch to fill every slot");
+    await submitBatch(rig.client, file); // priority low by default
+    await eventually(() => rig.dev.stats().inFlight === 16, 10_000, "the batch to fill every slot");
     const behind = await highs("behind-batch");
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     const lowLeft = (await jsm.consumers.info("OPENAI_REQUESTS", "openai-proxy-default-low"))
       .num_pending;
     console.log(
@@ -134,7 +116,7 @@ describe("priorities", () => {
   });
 
   it("with every lane backlogged, each lane's share of completions is within 30 % of its weight's", async () => {
-    dev.setLatency(30);
+    rig.dev.setLatency(30);
     const per = 300;
     for (const [p, prefix] of [
       ["high", "h"],
@@ -143,12 +125,12 @@ describe("priorities", () => {
     ] as const) {
       await Promise.all(
         Array.from({ length: per }, (_, i) =>
-          client.submit(`${p} ${i}`, { id: `${prefix}-${i}`, priority: p }),
+          rig.client.submit(`${p} ${i}`, { id: `${prefix}-${i}`, priority: p }),
         ),
       );
     }
     const seen = watchResults();
-    await proxy({ "worker.concurrency": 8 });
+    await rig.proxy({ "worker.concurrency": 8 });
     await eventually(() => seen.ids.length >= 260, 30_000, "260 completions");
     seen.stop();
     // Skip the start (the first pulls), count the next 240.
@@ -166,25 +148,25 @@ describe("priorities", () => {
   });
 
   it("the shim's Proxy-Priority header and a plain openai.requests.<id> request are served", async () => {
-    await proxy();
+    await rig.proxy();
     const h = headers();
     h.set("Proxy-Priority", "low");
-    const r = await nc.request("openai_requests", "low via the shim", {
+    const r = await rig.nc.request("openai_requests", "low via the shim", {
       headers: h,
       timeout: 10_000,
     });
     expect(r.string()).toBe("(dev-openai test double) You said: low via the shim");
     const bad = headers();
     bad.set("Proxy-Priority", "urgent");
-    const refused = await nc.request("openai_requests", "x", { headers: bad, timeout: 10_000 });
+    const refused = await rig.nc.request("openai_requests", "x", { headers: bad, timeout: 10_000 });
     expect(refused.headers?.get("Nats-Service-Error-Code")).toBe("400");
     expect(refused.headers?.get("Nats-Service-Error")).toMatch(/high, normal, low/);
     // The subject of earlier versions: tenant default, priority normal.
     const inbox = createInbox();
-    const sub = nc.subscribe(inbox, { max: 1 });
+    const sub = rig.nc.subscribe(inbox, { max: 1 });
     const rh = headers();
     rh.set("Reply-To", inbox);
-    await jetstream(nc).publish("openai.requests.legacy-1", "legacy subject", {
+    await jetstream(rig.nc).publish("openai.requests.legacy-1", "legacy subject", {
       headers: rh,
       msgID: "legacy-1",
     });
@@ -193,15 +175,15 @@ describe("priorities", () => {
   });
 
   it("dlq replay puts a dead letter back on its original lane", async () => {
-    await proxy();
-    const failed = await client.request("refused once [[status:400x1]]", {
+    await rig.proxy();
+    const failed = await rig.client.request("refused once [[status:400x1]]", {
       id: "lane-replay",
       priority: "low",
       tenant: "a",
       timeoutMs: 10_000,
     });
     expect(failed).toMatchObject({ ok: false, code: 400 });
-    const dlq = new DeadLetters(nc, await jetstreamManager(nc), {
+    const dlq = new DeadLetters(rig.nc, await jetstreamManager(rig.nc), {
       dlqStream: "OPENAI_DLQ",
       dlqPrefix: "openai.dlq",
       requestsPrefix: "openai.requests",
@@ -214,7 +196,7 @@ describe("priorities", () => {
     });
     await stopAll(); // nobody consumes: the replayed copy stays where replay put it
     await dlq.replay(d);
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     const sm = await jsm.streams.getMessage("OPENAI_REQUESTS", {
       last_by_subj: "openai.requests.a.low.lane-replay",
     });
@@ -224,14 +206,18 @@ describe("priorities", () => {
 
 describe("tenants", () => {
   it("a tenant submitting after another's 600 is served fairly: all 60 of b finish before 40 % of a", async () => {
-    dev.setLatency(20);
-    await proxy({ "worker.concurrency": 8 });
+    rig.dev.setLatency(20);
+    await rig.proxy({ "worker.concurrency": 8 });
     const seen = watchResults();
     await Promise.all(
-      Array.from({ length: 600 }, (_, i) => client.submit(`a ${i}`, { id: `a-${i}`, tenant: "a" })),
+      Array.from({ length: 600 }, (_, i) =>
+        rig.client.submit(`a ${i}`, { id: `a-${i}`, tenant: "a" }),
+      ),
     );
     await Promise.all(
-      Array.from({ length: 60 }, (_, i) => client.submit(`b ${i}`, { id: `b-${i}`, tenant: "b" })),
+      Array.from({ length: 60 }, (_, i) =>
+        rig.client.submit(`b ${i}`, { id: `b-${i}`, tenant: "b" }),
+      ),
     );
     await eventually(
       () => seen.ids.filter((id) => id.startsWith("b-")).length === 60,
@@ -245,26 +231,26 @@ describe("tenants", () => {
   });
 
   it("max_concurrency 3 holds across two instances, and the tenant still completes everything", async () => {
-    dev.setLatency(200);
-    await proxy({ "worker.concurrency": 8 });
-    await proxy({ "worker.concurrency": 8 });
+    rig.dev.setLatency(200);
+    await rig.proxy({ "worker.concurrency": 8 });
+    await rig.proxy({ "worker.concurrency": 8 });
     const ids = Array.from({ length: 24 }, (_, i) => `capped-${i}`);
     await Promise.all(
-      ids.map((id) => client.submit(`[[tag:capped]] ${id}`, { id, tenant: "capped" })),
+      ids.map((id) => rig.client.submit(`[[tag:capped]] ${id}`, { id, tenant: "capped" })),
     );
     // Another tenant's work runs beside it: the capped tenant does not hold the slots.
     await Promise.all(
       Array.from({ length: 24 }, (_, i) =>
-        client.submit(`[[tag:free]] ${i}`, { id: `free-${i}`, tenant: "a" }),
+        rig.client.submit(`[[tag:free]] ${i}`, { id: `free-${i}`, tenant: "a" }),
       ),
     );
     const all = await Promise.all(
       [...ids, ...Array.from({ length: 24 }, (_, i) => `free-${i}`)].map((id) =>
-        client.result(id, { wait: true, timeoutMs: 30_000 }),
+        rig.client.result(id, { wait: true, timeoutMs: 30_000 }),
       ),
     );
     expect(all.every((r) => r?.ok)).toBe(true);
-    const tags = dev.stats().maxInFlightByTag;
+    const tags = rig.dev.stats().maxInFlightByTag;
     console.log(`LANES max in flight: capped ${tags.capped}, free ${tags.free}`);
     expect(tags.capped).toBe(3);
     expect(tags.free).toBeGreaterThan(3);
@@ -272,8 +258,8 @@ describe("tenants", () => {
 
   it("max_queued refuses the excess with 429 naming the tenant, and accepts again once drained", async () => {
     for (let i = 0; i < 5; i++)
-      await client.submit(`q ${i}`, { id: `small-${i}`, tenant: "small" });
-    const refused = await client
+      await rig.client.submit(`q ${i}`, { id: `small-${i}`, tenant: "small" });
+    const refused = await rig.client
       .submit("one too many", { id: "small-x", tenant: "small" })
       .catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(ClientError);
@@ -282,22 +268,24 @@ describe("tenants", () => {
     // The shim says the same.
     const h = headers();
     h.set("Proxy-Tenant", "small");
-    await proxy({ "worker.concurrency": 1, "worker.lane_poll_ms": 100 });
+    await rig.proxy({ "worker.concurrency": 1, "worker.lane_poll_ms": 100 });
     // (the proxy drains the 5 meanwhile; once drained, submissions are accepted again)
     await Promise.all(
       Array.from({ length: 5 }, (_, i) =>
-        client.result(`small-${i}`, { wait: true, timeoutMs: 10_000 }),
+        rig.client.result(`small-${i}`, { wait: true, timeoutMs: 10_000 }),
       ),
     );
     await eventually(
       async () => {
-        const s = await client.submit("after draining", { tenant: "small" }).catch(() => undefined);
+        const s = await rig.client
+          .submit("after draining", { tenant: "small" })
+          .catch(() => undefined);
         return s !== undefined;
       },
       5_000,
       "a submission to be accepted again",
     );
-    const viaShim = await nc.request("openai_requests", "via the shim", {
+    const viaShim = await rig.nc.request("openai_requests", "via the shim", {
       headers: h,
       timeout: 10_000,
     });
@@ -305,17 +293,19 @@ describe("tenants", () => {
   });
 
   it("an unknown tenant is refused at submission with 400 naming it, by the client and the shim", async () => {
-    const e = await client.submit("who?", { tenant: "nobody" }).catch((x: unknown) => x);
+    const e = await rig.client.submit("who?", { tenant: "nobody" }).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(ClientError);
     expect((e as ClientError).code).toBe(400);
     expect((e as ClientError).message).toMatch(/unknown tenant "nobody"/);
-    await proxy();
+    await rig.proxy();
     const h = headers();
     h.set("Proxy-Tenant", "nobody");
-    const r = await nc.request("openai_requests", "who?", { headers: h, timeout: 10_000 });
+    const r = await rig.nc.request("openai_requests", "who?", { headers: h, timeout: 10_000 });
     expect(r.headers?.get("Nats-Service-Error-Code")).toBe("400");
     expect(r.headers?.get("Nats-Service-Error")).toMatch(/unknown tenant "nobody"/);
     // A direct publish for it is refused by the server at once: nothing sits unserved.
-    await expect(jetstream(nc).publish("openai.requests.nobody.high.x1", "x")).rejects.toThrow();
+    await expect(
+      jetstream(rig.nc).publish("openai.requests.nobody.high.x1", "x"),
+    ).rejects.toThrow();
   });
 });

@@ -6,77 +6,30 @@
  * without calling the API again, then handed back, never turned into an error verdict.
  */
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import {
-  applyStreams,
-  eventually,
-  makeStreamsDir,
-  startTestProxy,
-  testClient,
-} from "../helpers/proxy.js";
-import type { Proxy, ProxyDeps } from "../../src/main.js";
+import { describe, expect, it } from "vitest";
+import { createInbox, headers, type Msg } from "@nats-io/transport-node";
+import { eventually } from "../helpers/proxy.js";
+import { sc, useRig } from "../helpers/rig.js";
+import type { ProxyDeps } from "../../src/main.js";
 import type { ProxyClient } from "../../src/client/client.js";
-import { DeadLetters } from "../../src/client/dlq.js";
 import type { Outputs } from "../../src/worker/outputs.js";
 
-const sc = { decode: (d: Uint8Array) => new TextDecoder().decode(d) };
 const ANSWER = "(dev-openai test double) You said: ";
 const MAX_PAYLOAD = 64 * 1024;
 const MAX_DELIVER = 3;
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
-let dlq: DeadLetters;
-const streams = makeStreamsDir({ ackWaitMs: 2000, maxDeliver: MAX_DELIVER, maxMsgSize: 32 * 1024 });
-const proxies: Proxy[] = [];
-
-beforeAll(async () => {
-  [server, dev] = await Promise.all([
-    startNatsServer({ maxPayload: MAX_PAYLOAD }),
-    startDevOpenAI(),
-  ]);
-  ({ client, nc } = await testClient(server.url));
-  await applyStreams(nc, streams.dir);
-  dlq = new DeadLetters(nc, await jetstreamManager(nc), {
-    dlqStream: "OPENAI_DLQ",
-    dlqPrefix: "openai.dlq",
-    requestsPrefix: "openai.requests",
-  });
+const rig = useRig({
+  server: { maxPayload: MAX_PAYLOAD },
+  streams: { ackWaitMs: 2000, maxDeliver: MAX_DELIVER, maxMsgSize: 32 * 1024 },
+  applyStreams: true,
+  flags: { "openai.retries": 0 },
+  afterEach: (rig) => rig.dlq.purge(),
 });
-
-afterEach(async () => {
-  await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
-  dev.reset();
-  await dlq.purge();
-});
-
-afterAll(async () => {
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-});
-
-async function proxy(flags: Record<string, unknown> = {}, deps: ProxyDeps = {}): Promise<Proxy> {
-  const p = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
-    flags: { "openai.retries": 0, ...flags },
-    deps,
-  });
-  proxies.push(p);
-  return p;
-}
 
 /** Submits with a fresh Reply-To; resolves with the first reply (bounded). */
 async function ask(id: string, body: Parameters<ProxyClient["submit"]>[0]): Promise<Msg> {
   const inbox = createInbox();
-  const sub = nc.subscribe(inbox, { max: 1, timeout: 20_000 });
-  await client.submit(body, { id, replyTo: inbox });
+  const sub = rig.nc.subscribe(inbox, { max: 1, timeout: 20_000 });
+  await rig.client.submit(body, { id, replyTo: inbox });
   for await (const m of sub) return m;
   throw new Error(`no reply for ${id}`);
 }
@@ -85,7 +38,7 @@ const code = (m: Msg) => m.headers?.get("Nats-Service-Error-Code") ?? "";
 const error = (m: Msg) => m.headers?.get("Nats-Service-Error") ?? "";
 
 async function settled(): Promise<void> {
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(rig.nc);
   await eventually(
     async () => (await jsm.streams.info("OPENAI_REQUESTS")).state.messages === 0,
     15_000,
@@ -115,21 +68,21 @@ function failingSuccessStores(id: string, n: number): { deps: ProxyDeps; attempt
 
 describe("a result over the server's max_payload", () => {
   it("is answered 413 after one API call, saying what to do", async () => {
-    await proxy();
+    await rig.proxy();
     const reply = await ask("too-big", "write me a novel [[size:100000]]");
     expect(code(reply)).toBe("413");
     expect(error(reply)).toMatch(/max_payload \(65536 bytes\)/);
     expect(error(reply)).toMatch(/max_tokens/);
     await settled();
-    expect(dev.stats()).toMatchObject({ calls: 1, ok: 1 });
-    expect((await dlq.list()).map((d) => [d.id, d.code, d.attempts])).toEqual([
+    expect(rig.dev.stats()).toMatchObject({ calls: 1, ok: 1 });
+    expect((await rig.dlq.list()).map((d) => [d.id, d.code, d.attempts])).toEqual([
       ["too-big", 413, 1],
     ]);
-    expect(await client.result("too-big")).toMatchObject({ ok: false, code: 413 });
+    expect(await rig.client.result("too-big")).toMatchObject({ ok: false, code: 413 });
   });
 
   it("an answer that fits still goes through", async () => {
-    await proxy();
+    await rig.proxy();
     const reply = await ask("fits", "a short story [[size:20000]]");
     expect(code(reply)).toBe("");
     expect(sc.decode(reply.data)).toHaveLength(20000);
@@ -144,18 +97,18 @@ describe("a model name no header can carry", () => {
     ["a space", "gpt 4o"],
     ["257 characters", "m".repeat(257)],
   ])("with %s is refused with 400 naming the field, without calling the API", async (_, model) => {
-    await proxy();
+    await rig.proxy();
     const id = `model-${Math.random().toString(36).slice(2)}`;
     const body = { model, messages: [{ role: "user", content: "hi" }] };
     // The client library refuses it before sending…
-    await expect(client.submit(body, { id })).rejects.toThrow(/"model"/);
+    await expect(rig.client.submit(body, { id })).rejects.toThrow(/"model"/);
     // …and the worker, when it is published directly.
     const inbox = createInbox();
-    const sub = nc.subscribe(inbox, { max: 1, timeout: 20_000 });
+    const sub = rig.nc.subscribe(inbox, { max: 1, timeout: 20_000 });
     const h = headers();
     h.set("Content-Type", "application/json");
     h.set("Reply-To", inbox);
-    await jetstream(nc).publish(
+    await jetstream(rig.nc).publish(
       `openai.requests.${id}`,
       new TextEncoder().encode(JSON.stringify(body)),
       {
@@ -168,8 +121,8 @@ describe("a model name no header can carry", () => {
     expect(code(reply!)).toBe("400");
     expect(error(reply!)).toMatch(/"model"/);
     await settled();
-    expect(dev.stats().calls).toBe(0);
-    expect((await dlq.list()).map((d) => [d.id, d.code, d.attempts])).toEqual([[id, 400, 1]]);
+    expect(rig.dev.stats().calls).toBe(0);
+    expect((await rig.dlq.list()).map((d) => [d.id, d.code, d.attempts])).toEqual([[id, 400, 1]]);
   });
 });
 
@@ -178,34 +131,34 @@ describe("a result store that fails", () => {
     // Deliveries 1 and 2 fail upstream; delivery 3 (the last) is answered, and its first
     // store fails.
     const f = failingSuccessStores("last-store", 1);
-    await proxy({}, f.deps);
+    await rig.proxy({}, f.deps);
     const reply = await ask("last-store", "answered at last [[status:503x2]]");
     expect(code(reply)).toBe("");
     expect(sc.decode(reply.data)).toBe(`${ANSWER}answered at last [[status:503x2]]`);
     expect(reply.headers?.get("Proxy-Attempts")).toBe(String(MAX_DELIVER));
     expect(f.attempts()).toBe(2);
-    expect(dev.stats()).toMatchObject({ calls: 3, ok: 1 }); // no call for the failed store
+    expect(rig.dev.stats()).toMatchObject({ calls: 3, ok: 1 }); // no call for the failed store
     await settled();
-    expect(await dlq.list()).toEqual([]);
-    expect(await client.result("last-store")).toMatchObject({ ok: true });
+    expect(await rig.dlq.list()).toEqual([]);
+    expect(await rig.client.result("last-store")).toMatchObject({ ok: true });
   });
 
   it("that keeps failing hands the message back (re-queued on the last delivery), never an error verdict", async () => {
     // Fails every in-process attempt of deliveries 1 and 2: both are handed back.
     const f = failingSuccessStores("keeps-failing", 10);
-    await proxy({}, f.deps);
+    await rig.proxy({}, f.deps);
     const inbox = createInbox();
-    const sub = nc.subscribe(inbox);
-    await client.submit("store me", { id: "keeps-failing", replyTo: inbox });
-    const r = await client.result("keeps-failing", { wait: true, timeoutMs: 30_000 });
+    const sub = rig.nc.subscribe(inbox);
+    await rig.client.submit("store me", { id: "keeps-failing", replyTo: inbox });
+    const r = await rig.client.result("keeps-failing", { wait: true, timeoutMs: 30_000 });
     expect(r).toMatchObject({ ok: true, body: `${ANSWER}store me` });
     expect(f.attempts()).toBe(11);
     // 5 store attempts per delivery: deliveries 1 and 2 fail all theirs (2 is re-queued),
     // the fresh copy's first attempt succeeds. One API call per delivery, none per retry.
-    expect(dev.stats().calls).toBe(3);
+    expect(rig.dev.stats().calls).toBe(3);
     await settled();
-    expect(await dlq.list()).toEqual([]);
-    await nc.flush();
+    expect(await rig.dlq.list()).toEqual([]);
+    await rig.nc.flush();
     expect(sub.getReceived()).toBe(1); // the one success, no error reply
     sub.unsubscribe();
   });

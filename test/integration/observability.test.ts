@@ -2,51 +2,22 @@
  * Metrics, health, readiness and micro-service discovery against real servers.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import {
-  eventually,
-  makeStreamsDir,
-  memoryLogger,
-  startTestProxy,
-  testClient,
-} from "../helpers/proxy.js";
+import { eventually, memoryLogger } from "../helpers/proxy.js";
+import { sc, useRig } from "../helpers/rig.js";
 import type { Proxy } from "../../src/main.js";
-import type { ProxyClient } from "../../src/client/client.js";
 
-const sc = {
-  encode: (s: string) => new TextEncoder().encode(s),
-  decode: (d: Uint8Array) => new TextDecoder().decode(d),
-};
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
+const rig = useRig({ streams: { ackWaitMs: 5000 }, resetDev: false });
 let proxy: Proxy;
 let base: string;
 const logs = memoryLogger("info");
-const streams = makeStreamsDir({ ackWaitMs: 5000 });
 
 beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
-  proxy = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
-    flags: { "http.enabled": true, "http.port": 0 },
-    log: logs.log,
-  });
+  proxy = await rig.startProxy({ flags: { "http.enabled": true, "http.port": 0 }, log: logs.log });
   base = `http://127.0.0.1:${proxy.http!.port}`;
 });
 
-afterAll(async () => {
-  await proxy.stop(500);
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-});
+// Runs before the rig's afterAll (after hooks run in reverse order).
+afterAll(() => proxy.stop(500));
 
 // client.request queues at priority high for the default tenant.
 const LANE = '{tenant="default",priority="high"}';
@@ -59,8 +30,10 @@ async function metric(name: string, labels = ""): Promise<number> {
 
 describe("observability", () => {
   it("counts the requests a test produced, by outcome and model, with tokens and latencies", async () => {
-    await Promise.all([1, 2, 3].map((i) => client.request(`count me ${i}`, { timeoutMs: 10_000 })));
-    await client.request(
+    await Promise.all(
+      [1, 2, 3].map((i) => rig.client.request(`count me ${i}`, { timeoutMs: 10_000 })),
+    );
+    await rig.client.request(
       { model: "gpt-unknown", messages: [{ role: "user", content: "x" }] },
       { timeoutMs: 10_000 },
     );
@@ -116,19 +89,27 @@ describe("observability", () => {
   });
 
   it("answers $SRV.PING, $SRV.INFO and $SRV.STATS as the openai-proxy service", async () => {
-    await nc.request("openai_requests", sc.encode("counted by the service"), { timeout: 10_000 });
-    const ping = (await nc.request("$SRV.PING.openai-proxy", undefined, { timeout: 2000 })).json<{
+    await rig.nc.request("openai_requests", sc.encode("counted by the service"), {
+      timeout: 10_000,
+    });
+    const ping = (
+      await rig.nc.request("$SRV.PING.openai-proxy", undefined, { timeout: 2000 })
+    ).json<{
       name: string;
       version: string;
     }>();
     expect(ping).toMatchObject({ name: "openai-proxy", version: "0.1.0" });
-    const info = (await nc.request("$SRV.INFO.openai-proxy", undefined, { timeout: 2000 })).json<{
+    const info = (
+      await rig.nc.request("$SRV.INFO.openai-proxy", undefined, { timeout: 2000 })
+    ).json<{
       endpoints: { subject: string; queue_group: string }[];
     }>();
     expect(info.endpoints).toEqual([
       expect.objectContaining({ subject: "openai_requests", queue_group: "openai-proxy" }),
     ]);
-    const stats = (await nc.request("$SRV.STATS.openai-proxy", undefined, { timeout: 2000 })).json<{
+    const stats = (
+      await rig.nc.request("$SRV.STATS.openai-proxy", undefined, { timeout: 2000 })
+    ).json<{
       endpoints: { num_requests: number; data: { breaker: string } }[];
     }>();
     expect(stats.endpoints[0]!.num_requests).toBeGreaterThanOrEqual(1);
@@ -138,7 +119,7 @@ describe("observability", () => {
   it("is alive on /healthz, and /readyz flips when NATS goes away and comes back", async () => {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
-    await server.kill();
+    await rig.server.kill();
     await eventually(
       async () => (await fetch(`${base}/readyz`)).status === 503,
       10_000,
@@ -147,7 +128,7 @@ describe("observability", () => {
     const body = (await (await fetch(`${base}/readyz`)).json()) as { nats: boolean };
     expect(body.nats).toBe(false);
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
-    await server.restart();
+    await rig.server.restart();
     await eventually(
       async () => (await fetch(`${base}/readyz`)).status === 200,
       20_000,

@@ -6,21 +6,9 @@
 import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import {
-  eventually,
-  makeStreamsDir,
-  memoryLogger,
-  serveEnv,
-  spawnCli,
-  startTestProxy,
-  testClient,
-} from "../helpers/proxy.js";
+import { eventually, memoryLogger, serveEnv, spawnCli } from "../helpers/proxy.js";
+import { useRig } from "../helpers/rig.js";
 import type { Proxy } from "../../src/main.js";
-import type { ProxyClient } from "../../src/client/client.js";
 import { DeadLetters } from "../../src/client/dlq.js";
 import { apiRoutes, type DlqPageView as ServerDlqPage } from "../../src/http/api.js";
 import type { Overview as ServerOverview } from "../../src/http/overview.js";
@@ -31,24 +19,13 @@ import type { DlqPageView, Overview } from "../../web/types.js";
 const TOKEN = "test-token-0123456789abcdef";
 const TENANTS = { default: { weight: 1 }, acme: { weight: 1 } };
 
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
-let client: ProxyClient;
+const rig = useRig({ streams: { ackWaitMs: 5000 }, resetDev: false });
 let proxy: Proxy;
 let base: string;
 const logs = memoryLogger("info");
-const streams = makeStreamsDir({ ackWaitMs: 5000 });
 
 beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
-  jsm = await jetstreamManager(nc);
-  proxy = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
+  proxy = await rig.startProxy({
     flags: {
       "http.enabled": true,
       "http.port": 0,
@@ -61,12 +38,8 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${proxy.http!.port}`;
 });
 
-afterAll(async () => {
-  await proxy.stop(500);
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-});
+// Runs before the rig's afterAll (after hooks run in reverse order).
+afterAll(() => proxy.stop(500));
 
 async function api<T>(
   path: string,
@@ -83,7 +56,7 @@ async function api<T>(
 
 /** A request that fails permanently (unknown model: 404) and so is dead-lettered. */
 async function deadLetter(id: string): Promise<void> {
-  const r = await client.request(
+  const r = await rig.client.request(
     { model: "gpt-unknown", messages: [{ role: "user", content: id }] },
     { id, timeoutMs: 10_000 },
   );
@@ -147,7 +120,7 @@ describe("operator API", () => {
     const del = await api<{ deleted: string }>("/api/dlq/page-c", { method: "DELETE" });
     expect(del.status).toBe(200);
     expect(del.body.deleted).toBe("page-c");
-    const dl = new DeadLetters(nc, jsm, {
+    const dl = new DeadLetters(rig.nc, rig.jsm, {
       dlqStream: "OPENAI_DLQ",
       dlqPrefix: "openai.dlq",
       requestsPrefix: "openai.requests",
@@ -185,13 +158,13 @@ describe("operator API", () => {
   it("replays one and then all: the requests complete and their results are ok", async () => {
     // Each fails once permanently (400 from the test double), then succeeds when replayed.
     for (const id of ["replay-1", "replay-2", "replay-3"]) {
-      const r = await client.request(`[[status:400x1]] ${id}`, { id, timeoutMs: 10_000 });
+      const r = await rig.client.request(`[[status:400x1]] ${id}`, { id, timeoutMs: 10_000 });
       expect(r.code).toBe(400);
     }
     const one = await api<{ replayed: string }>("/api/dlq/replay-1/replay", { method: "POST" });
     expect(one.body).toEqual({ replayed: "replay-1" });
     await eventually(
-      async () => (await client.result("replay-1"))?.ok === true,
+      async () => (await rig.client.result("replay-1"))?.ok === true,
       10_000,
       "replay-1 answered",
     );
@@ -204,7 +177,7 @@ describe("operator API", () => {
     expect(all.body.failed).toEqual([]);
     for (const id of ["replay-2", "replay-3"])
       await eventually(
-        async () => (await client.result(id))?.ok === true,
+        async () => (await rig.client.result(id))?.ok === true,
         10_000,
         `${id} answered after replay all`,
       );
@@ -215,11 +188,12 @@ describe("operator API", () => {
 
   it("shows the queue depths laneDepths reads (what streams info shows), per tenant and priority", async () => {
     // One call hangs (concurrency 1): everything after it stays queued, so the depths hold still.
-    await client.submit("[[hang]] keeps the only slot", { priority: "high" });
+    await rig.client.submit("[[hang]] keeps the only slot", { priority: "high" });
     await eventually(() => proxy.worker.inFlight === 1, 10_000, "the hanging call");
     for (let i = 0; i < 3; i++)
-      await client.submit(`acme low ${i}`, { tenant: "acme", priority: "low" });
-    for (let i = 0; i < 2; i++) await client.submit(`default normal ${i}`, { priority: "normal" });
+      await rig.client.submit(`acme low ${i}`, { tenant: "acme", priority: "low" });
+    for (let i = 0; i < 2; i++)
+      await rig.client.submit(`default normal ${i}`, { priority: "normal" });
     const lanes = lanesOf(
       TENANTS,
       { high: { weight: 8 }, normal: { weight: 4 }, low: { weight: 1 } },
@@ -232,7 +206,7 @@ describe("operator API", () => {
     // until it has them all, so that both reads below see the same numbers.
     await eventually(
       async () => {
-        const d = await laneDepths(jsm, "OPENAI_REQUESTS", lanes);
+        const d = await laneDepths(rig.jsm, "OPENAI_REQUESTS", lanes);
         return d.reduce((n, l) => n + l.pending, 0) === 5;
       },
       10_000,
@@ -240,7 +214,7 @@ describe("operator API", () => {
     );
     const r = await api<ServerOverview>("/api/overview");
     const o = asPage(r.body);
-    const direct = await laneDepths(jsm, "OPENAI_REQUESTS", lanes);
+    const direct = await laneDepths(rig.jsm, "OPENAI_REQUESTS", lanes);
     expect(o.lanes).toEqual(direct);
     const depth = (t: string, p: string) => o.lanes.find((l) => l.tenant === t && l.priority === p);
     expect(depth("acme", "low")?.pending).toBe(3);
@@ -253,7 +227,7 @@ describe("operator API", () => {
       breaker: "closed",
       state: "RUNNING",
     });
-    expect(o.dlq.messages).toBe((await jsm.streams.info("OPENAI_DLQ")).state.messages);
+    expect(o.dlq.messages).toBe((await rig.jsm.streams.info("OPENAI_DLQ")).state.messages);
     // The activity window saw what this file did: the dead letters and the replays.
     expect(o.activity.buckets).toHaveLength(90);
     expect(o.activity.total.completed).toBeGreaterThanOrEqual(13);
@@ -270,7 +244,7 @@ describe("operator API without a token", () => {
   let http: Server;
   let url: string;
   beforeAll(async () => {
-    const dlq = new DeadLetters(nc, jsm, {
+    const dlq = new DeadLetters(rig.nc, rig.jsm, {
       dlqStream: "OPENAI_DLQ",
       dlqPrefix: "openai.dlq",
       requestsPrefix: "openai.requests",
@@ -314,18 +288,12 @@ describe("operator API without a token", () => {
 describe("binding", () => {
   it("refuses a non-loopback http.host without a token, naming http.token", async () => {
     await expect(
-      startTestProxy({
-        natsUrl: server.url,
-        openaiUrl: dev.url,
-        streamsDir: streams.dir,
+      rig.startProxy({
         flags: { "http.enabled": true, "http.port": 0, "http.host": "0.0.0.0" },
       }),
     ).rejects.toThrow(/http\.token/);
     await expect(
-      startTestProxy({
-        natsUrl: server.url,
-        openaiUrl: dev.url,
-        streamsDir: streams.dir,
+      rig.startProxy({
         flags: { "http.enabled": true, "http.port": 0, "http.token": "short" },
       }),
     ).rejects.toThrow(/at least 16 characters/);
@@ -334,7 +302,7 @@ describe("binding", () => {
   it("serve exits 1 with one line naming http.token when HTTP_HOST is not loopback", async () => {
     const p = spawnCli(
       ["serve"],
-      serveEnv(server.url, dev.url, streams.dir, { HTTP_HOST: "0.0.0.0" }),
+      serveEnv(rig.server.url, rig.dev.url, rig.streamsDir, { HTTP_HOST: "0.0.0.0" }),
     );
     expect(await p.exited).toBe(1);
     expect(p.stderr()).toMatch(/http\.host is "0\.0\.0\.0".*set http\.token \(env HTTP_TOKEN\)/);

@@ -4,73 +4,24 @@
  * fire-and-forget, the concurrency bound, and ack-after-publish.
  */
 import { jetstreamManager, jetstream } from "@nats-io/jetstream";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  createInbox,
-  headers,
-  type Msg,
-  type NatsConnection,
-  type Subscription,
-} from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import { eventually, makeStreamsDir, startTestProxy, testClient } from "../helpers/proxy.js";
+import { describe, expect, it } from "vitest";
+import { createInbox, headers, type Msg } from "@nats-io/transport-node";
+import { eventually } from "../helpers/proxy.js";
+import { first, sc, useRig } from "../helpers/rig.js";
 import type { Proxy } from "../../src/main.js";
-import type { ProxyClient } from "../../src/client/client.js";
 import type { Outputs } from "../../src/worker/outputs.js";
 import type { WorkMsg } from "../../src/worker/work-msg.js";
 
-const sc = {
-  encode: (s: string) => new TextEncoder().encode(s),
-  decode: (d: Uint8Array) => new TextDecoder().decode(d),
-};
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
-const streams = makeStreamsDir({ ackWaitMs: 2000 });
-const proxies: Proxy[] = [];
-
-beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
+const rig = useRig({
+  streams: { ackWaitMs: 2000 },
+  devReset: (dev) => dev.setLatency(0),
+  purge: ["OPENAI_RESULTS"],
 });
-
-afterEach(async () => {
-  await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
-  dev.reset();
-  dev.setLatency(0);
-  const jsm = await jetstreamManager(nc);
-  await jsm.streams.purge("OPENAI_RESULTS").catch(() => undefined);
-});
-
-afterAll(async () => {
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-});
-
-async function first(sub: Subscription): Promise<Msg> {
-  for await (const m of sub) return m;
-  throw new Error("subscription closed without a message");
-}
-
-async function proxy(flags: Record<string, unknown> = {}, deps = {}) {
-  const p = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
-    flags,
-    deps,
-  });
-  proxies.push(p);
-  return p;
-}
 
 describe("request path", () => {
   it("answers an unchanged client of the original tool through the compat shim (text in, text out)", async () => {
-    await proxy();
-    const r = await nc.request("openai_requests", sc.encode("List the last 10 presidents"), {
+    await rig.proxy();
+    const r = await rig.nc.request("openai_requests", sc.encode("List the last 10 presidents"), {
       timeout: 10_000,
     });
     expect(sc.decode(r.data)).toBe(
@@ -81,14 +32,14 @@ describe("request path", () => {
     expect(r.headers?.get("Nats-Service-Error")).toBe("");
     // The request went through the work queue: its result is stored under its id.
     const id = r.headers!.get("Nats-Msg-Id");
-    const stored = await client.result(id);
+    const stored = await rig.client.result(id);
     expect(stored?.body).toBe("(dev-openai test double) You said: List the last 10 presidents");
   });
 
   it("round-trips a JSON request published straight into the stream with a Reply-To", async () => {
-    await proxy();
+    await rig.proxy();
     const inbox = createInbox();
-    const sub = nc.subscribe(inbox, { max: 1 });
+    const sub = rig.nc.subscribe(inbox, { max: 1 });
     const h = headers();
     h.set("Content-Type", "application/json");
     h.set("Reply-To", inbox);
@@ -97,7 +48,7 @@ describe("request path", () => {
       messages: [{ role: "user", content: "hello json" }],
       temperature: 0.2,
     };
-    const js = jetstream(nc);
+    const js = jetstream(rig.nc);
     const pa = await js.publish("openai.requests.json-1", sc.encode(JSON.stringify(body)), {
       msgID: "json-1",
       headers: h,
@@ -121,16 +72,16 @@ describe("request path", () => {
   });
 
   it("stores a fire-and-forget request's result in OPENAI_RESULTS", async () => {
-    await proxy();
-    const s = await client.submit("fire and forget", { id: "ff-1" });
+    await rig.proxy();
+    const s = await rig.client.submit("fire and forget", { id: "ff-1" });
     expect(s).toMatchObject({ id: "ff-1", duplicate: false });
-    const r = await client.result("ff-1", { wait: true, timeoutMs: 10_000 });
+    const r = await rig.client.result("ff-1", { wait: true, timeoutMs: 10_000 });
     expect(r).toMatchObject({
       ok: true,
       body: "(dev-openai test double) You said: fire and forget",
       attempts: 1,
     });
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     // The ack follows the result's PubAck: the work queue empties right after.
     await eventually(
       async () => (await jsm.streams.info("OPENAI_REQUESTS")).state.messages === 0,
@@ -141,12 +92,12 @@ describe("request path", () => {
 
   it("never has more than worker.concurrency upstream calls or deliveries at once", async () => {
     const C = 4;
-    dev.setLatency(100);
+    rig.dev.setLatency(100);
     const N = 40;
     await Promise.all(
-      Array.from({ length: N }, (_, i) => client.submit(`bounded ${i}`, { id: `b-${i}` })),
+      Array.from({ length: N }, (_, i) => rig.client.submit(`bounded ${i}`, { id: `b-${i}` })),
     );
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     let maxAckPending = 0;
     let maxInFlight = 0;
     const started: { proxy?: Proxy } = {};
@@ -159,16 +110,16 @@ describe("request path", () => {
         await new Promise((r) => setTimeout(r, 20));
       }
     })();
-    started.proxy = await proxy({ "worker.concurrency": C });
+    started.proxy = await rig.proxy({ "worker.concurrency": C });
     await Promise.all(
       Array.from({ length: N }, (_, i) =>
-        client.result(`b-${i}`, { wait: true, timeoutMs: 20_000 }),
+        rig.client.result(`b-${i}`, { wait: true, timeoutMs: 20_000 }),
       ),
     );
     sampling = false;
     await sampler;
-    expect(dev.stats().ok).toBe(N);
-    expect(dev.stats().maxInFlight).toBe(C);
+    expect(rig.dev.stats().ok).toBe(N);
+    expect(rig.dev.stats().maxInFlight).toBe(C);
     expect(maxInFlight).toBe(C);
     // The server's count also includes acks still travelling to it, so it may briefly
     // exceed C; what matters is that the backlog of 40 is never pulled ahead.
@@ -180,7 +131,7 @@ describe("request path", () => {
     // Proxy A: stores nothing and never acks — it "dies" right after the API answered.
     let release: (() => void) | undefined;
     const dead = new Promise<void>((r) => (release = r));
-    const a = await proxy(
+    const a = await rig.proxy(
       {},
       {
         wrapOutputs: (o: Outputs): Outputs => ({
@@ -193,17 +144,17 @@ describe("request path", () => {
       },
     );
     const inbox = createInbox();
-    const sub = nc.subscribe(inbox, { max: 1 });
-    await client.submit("survive a crash", { id: "crash-1", replyTo: inbox });
-    await eventually(() => dev.stats().ok === 1, 10_000, "proxy A's upstream call");
+    const sub = rig.nc.subscribe(inbox, { max: 1 });
+    await rig.client.submit("survive a crash", { id: "crash-1", replyTo: inbox });
+    await eventually(() => rig.dev.stats().ok === 1, 10_000, "proxy A's upstream call");
     // A hard stop: the connection goes away without an ack.
     await a.nc.close();
-    const b = await proxy();
+    const b = await rig.proxy();
     const reply = await first(sub);
     expect(sc.decode(reply.data)).toBe("(dev-openai test double) You said: survive a crash");
     expect(reply.headers?.get("Proxy-Attempts")).toBe("2"); // the second delivery answered
-    expect(dev.stats().ok).toBe(2); // the API was called again: A died before the PubAck
-    const r = await client.result("crash-1");
+    expect(rig.dev.stats().ok).toBe(2); // the API was called again: A died before the PubAck
+    const r = await rig.client.result("crash-1");
     expect(r?.ok).toBe(true);
     release!();
     void b;
@@ -215,7 +166,7 @@ describe("request path", () => {
     let release: (() => void) | undefined;
     const late = new Promise<void>((r) => (release = r));
     let aStored = false;
-    await proxy(
+    await rig.proxy(
       { "worker.concurrency": 1 },
       {
         wrapMessage: (m: WorkMsg): WorkMsg => ({
@@ -242,12 +193,12 @@ describe("request path", () => {
     );
     const inbox = createInbox();
     const replies: Msg[] = [];
-    const sub = nc.subscribe(inbox, { callback: (_e, m) => void replies.push(m) });
-    await client.submit("two deliveries", { id: "race-1", replyTo: inbox });
-    await eventually(() => dev.stats().ok === 1, 10_000, "proxy A's upstream call");
-    await proxy(); // B: gets the redelivery once A's ack_wait has run out
+    const sub = rig.nc.subscribe(inbox, { callback: (_e, m) => void replies.push(m) });
+    await rig.client.submit("two deliveries", { id: "race-1", replyTo: inbox });
+    await eventually(() => rig.dev.stats().ok === 1, 10_000, "proxy A's upstream call");
+    await rig.proxy(); // B: gets the redelivery once A's ack_wait has run out
     await eventually(() => replies.length === 1, 10_000, "B's reply");
-    expect(dev.stats().ok).toBe(2);
+    expect(rig.dev.stats().ok).toBe(2);
     release!();
     await eventually(() => replies.length === 2, 10_000, "A's reply");
     const ids = replies.map((m) => m.headers?.get("Openai-Request-Id"));
@@ -259,9 +210,9 @@ describe("request path", () => {
       replies[0]!.headers?.get("Proxy-Request-Seq"),
       replies[0]!.headers?.get("Proxy-Request-Seq"),
     ]);
-    const r = await client.result("race-1");
+    const r = await rig.client.result("race-1");
     expect(r?.ok).toBe(true);
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     const stored = await jsm.streams.getMessage("OPENAI_RESULTS", {
       last_by_subj: "openai.results.race-1",
     });
@@ -272,7 +223,7 @@ describe("request path", () => {
   it("re-sends a stored result without calling the API when the proxy died after the PubAck", async () => {
     let release: (() => void) | undefined;
     const dead = new Promise<void>((r) => (release = r));
-    const a = await proxy(
+    const a = await rig.proxy(
       {},
       {
         wrapOutputs: (o: Outputs): Outputs => ({
@@ -287,18 +238,18 @@ describe("request path", () => {
       },
     );
     const inbox = createInbox();
-    const sub = nc.subscribe(inbox, { max: 1 });
-    await client.submit("stored then crash", { id: "crash-2", replyTo: inbox });
+    const sub = rig.nc.subscribe(inbox, { max: 1 });
+    await rig.client.submit("stored then crash", { id: "crash-2", replyTo: inbox });
     await eventually(
-      async () => (await client.result("crash-2")) !== null,
+      async () => (await rig.client.result("crash-2")) !== null,
       10_000,
       "the stored result",
     );
     await a.nc.close();
-    await proxy();
+    await rig.proxy();
     const reply = await first(sub);
     expect(sc.decode(reply.data)).toBe("(dev-openai test double) You said: stored then crash");
-    expect(dev.stats().ok).toBe(1); // no second upstream call
+    expect(rig.dev.stats().ok).toBe(1); // no second upstream call
     release!();
   });
 });

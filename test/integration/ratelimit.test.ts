@@ -4,8 +4,8 @@
  * fails (its permit stream cannot be created or updated) is infrastructure, not the
  * request's fault: requests wait, they are never dead-lettered.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { nanos, type NatsConnection } from "@nats-io/transport-node";
+import { describe, expect, it } from "vitest";
+import { nanos } from "@nats-io/transport-node";
 import {
   DiscardPolicy,
   RetentionPolicy,
@@ -13,50 +13,30 @@ import {
   jetstreamManager,
   jetstream,
 } from "@nats-io/jetstream";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import {
-  applyStreams,
-  eventually,
-  makeStreamsDir,
-  startTestProxy,
-  testClient,
-} from "../helpers/proxy.js";
+import { eventually } from "../helpers/proxy.js";
+import { useRig } from "../helpers/rig.js";
 import { rpmWindow } from "../../src/worker/ratelimit.js";
 import type { Proxy } from "../../src/main.js";
-import type { ProxyClient } from "../../src/client/client.js";
 
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
-const proxies: Proxy[] = [];
-const streams = makeStreamsDir({ ackWaitMs: 10_000 });
-
-beforeAll(async () => {
+const rig = useRig({
+  streams: { ackWaitMs: 10_000 },
   // The test double enforces 600 requests per minute like the real API would.
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI({ rpm: 600 })]);
-  ({ client, nc } = await testClient(server.url));
-  await applyStreams(nc, streams.dir);
-});
-
-afterAll(async () => {
-  await Promise.all(proxies.map((p) => p.stop(500)));
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
+  dev: { rpm: 600 },
+  applyStreams: true,
+  // Each test resets the double itself.
+  resetDev: false,
 });
 
 describe("rate limits", () => {
   it("keeps two instances together under 600 RPM (10 per second) without a single 429", async () => {
     const N = 45;
     await Promise.all(
-      Array.from({ length: N }, (_, i) => client.submit(`limited ${i}`, { id: `rl-${i}` })),
+      Array.from({ length: N }, (_, i) => rig.client.submit(`limited ${i}`, { id: `rl-${i}` })),
     );
     // Watch the permits where they are granted: the server's own timestamps of the
     // permit stream (the stream the proxies would create, created here first).
     const { windowMs, permits } = rpmWindow(600);
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     await jsm.streams.add({
       name: "OPENAI_RATE_gpt-4o-mini",
       subjects: ["openai.rate.permit.gpt-4o-mini"],
@@ -70,31 +50,27 @@ describe("rate limits", () => {
     });
     const granted: number[] = [];
     const watch = await (
-      await jetstream(nc).consumers.get("OPENAI_RATE_gpt-4o-mini")
+      await jetstream(rig.nc).consumers.get("OPENAI_RATE_gpt-4o-mini")
     ).consume({
       callback: (m) => {
         granted.push(m.info.timestampNanos / 1e6);
       },
     });
     for (let i = 0; i < 2; i++) {
-      proxies.push(
-        await startTestProxy({
-          natsUrl: server.url,
-          openaiUrl: dev.url,
-          streamsDir: streams.dir,
-          flags: { "limits.models": { "gpt-4o-mini": { rpm: 600 } }, "worker.concurrency": 32 },
-        }),
-      );
+      await rig.proxy({
+        "limits.models": { "gpt-4o-mini": { rpm: 600 } },
+        "worker.concurrency": 32,
+      });
     }
     const t0 = Date.now();
     const results = await Promise.all(
       Array.from({ length: N }, (_, i) =>
-        client.result(`rl-${i}`, { wait: true, timeoutMs: 30_000 }),
+        rig.client.result(`rl-${i}`, { wait: true, timeoutMs: 30_000 }),
       ),
     );
     const elapsed = Date.now() - t0;
     expect(results.every((r) => r?.ok)).toBe(true);
-    const s = dev.stats();
+    const s = rig.dev.stats();
     expect(s.calls).toBe(N); // no call was refused and retried
     expect(s.failed).toBe(0);
     // The server granted at most 10 permits in any one-second window (exact server time).
@@ -133,22 +109,16 @@ describe("rate limits", () => {
   ])(
     "%s: requests pause, none is dead-lettered, all complete once it is removed",
     async (_, blocker) => {
-      await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
-      const jsm = await jetstreamManager(nc);
+      await rig.stopProxies(500);
+      const jsm = await jetstreamManager(rig.nc);
       for (const name of ["OPENAI_RATE_gpt-4o-mini", "BLOCK_RATE"])
         await jsm.streams.delete(name).catch(() => undefined);
       await jsm.streams.add(blocker);
-      dev.reset();
+      rig.dev.reset();
       const N = 4;
       const ids = Array.from({ length: N }, (_, i) => `${blocker.name}-${i}`);
-      await Promise.all(ids.map((id) => client.submit(`blocked ${id}`, { id })));
-      const p = await startTestProxy({
-        natsUrl: server.url,
-        openaiUrl: dev.url,
-        streamsDir: streams.dir,
-        flags: { "limits.models": { "gpt-4o-mini": { rpm: 600 } } },
-      });
-      proxies.push(p);
+      await Promise.all(ids.map((id) => rig.client.submit(`blocked ${id}`, { id })));
+      const p = await rig.proxy({ "limits.models": { "gpt-4o-mini": { rpm: 600 } } });
       // Every request reaches its 4th delivery (max_deliver 5) and is re-queued fresh.
       await eventually(
         async () => (await outcomes(p, "requeued")) >= N,
@@ -157,13 +127,13 @@ describe("rate limits", () => {
       );
       expect(await outcomes(p, "error")).toBe(0);
       expect((await jsm.streams.info("OPENAI_DLQ")).state.messages).toBe(0);
-      expect(dev.stats().calls).toBe(0);
+      expect(rig.dev.stats().calls).toBe(0);
       await jsm.streams.delete(blocker.name);
       const results = await Promise.all(
-        ids.map((id) => client.result(id, { wait: true, timeoutMs: 20_000 })),
+        ids.map((id) => rig.client.result(id, { wait: true, timeoutMs: 20_000 })),
       );
       expect(results.map((r) => r?.ok)).toEqual(ids.map(() => true));
-      expect(dev.stats().calls).toBe(N);
+      expect(rig.dev.stats().calls).toBe(N);
       expect((await jsm.streams.info("OPENAI_DLQ")).state.messages).toBe(0);
       // Created by the limiter with the requests stream's replicas.
       const permit = await jsm.streams.info("OPENAI_RATE_gpt-4o-mini");

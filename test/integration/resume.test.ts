@@ -5,63 +5,22 @@
  * the redelivered attempt open with a restart, so every reader assembles one answer.
  */
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import {
-  applyStreams,
-  eventually,
-  makeStreamsDir,
-  serveEnv,
-  spawnCli,
-  startTestProxy,
-  testClient,
-} from "../helpers/proxy.js";
-import type { Proxy } from "../../src/main.js";
-import type { ProxyClient } from "../../src/client/client.js";
+import { describe, expect, it } from "vitest";
+import { createInbox, headers, type Msg } from "@nats-io/transport-node";
+import { applyStreams, eventually, serveEnv, spawnCli } from "../helpers/proxy.js";
+import { useRig } from "../helpers/rig.js";
 import { ResumeError } from "../../src/client/resume.js";
 import { chunkText, isStreamRestart } from "../../src/protocol/stream.js";
 import type { ResultView } from "../../src/protocol/result.js";
 
 const enc = new TextEncoder();
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
 // A short ack_wait: the request of a killed worker comes back quickly.
-const streams = makeStreamsDir({ ackWaitMs: 1500 });
-const proxies: Proxy[] = [];
+const rig = useRig({
+  streams: { ackWaitMs: 1500 },
+  devReset: (dev) => dev.setStreamChunkDelay(0),
+});
 const WORDS = "one two three four five six seven eight nine ten eleven twelve";
 const answer = (prompt: string) => `(dev-openai test double) You said: ${prompt}`;
-
-beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
-});
-
-afterEach(async () => {
-  await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
-  dev.reset();
-  dev.setStreamChunkDelay(0);
-});
-
-afterAll(async () => {
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-});
-
-async function proxy(flags: Record<string, unknown> = {}) {
-  const p = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
-    flags,
-  });
-  proxies.push(p);
-  return p;
-}
 
 interface Read {
   text: string;
@@ -94,12 +53,12 @@ async function assemble(
 
 /** Every message stored for `id` in OPENAI_STREAMS, in order. */
 async function stored(id: string): Promise<Msg[]> {
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(rig.nc);
   const info = await jsm.streams.info("OPENAI_STREAMS", {
     subjects_filter: `openai.streams.${id}`,
   });
   const count = info.state.subjects?.[`openai.streams.${id}`] ?? 0;
-  const c = await jetstream(nc).consumers.get("OPENAI_STREAMS", {
+  const c = await jetstream(rig.nc).consumers.get("OPENAI_STREAMS", {
     filter_subjects: [`openai.streams.${id}`],
   });
   const out: Msg[] = [];
@@ -116,7 +75,7 @@ function publishStreaming(id: string, prompt: string, replyTo?: string) {
   h.set("Content-Type", "application/json");
   if (replyTo) h.set("Reply-To", replyTo);
   const body = { stream: true, messages: [{ role: "user", content: prompt }] };
-  return jetstream(nc).publish(`openai.requests.${id}`, enc.encode(JSON.stringify(body)), {
+  return jetstream(rig.nc).publish(`openai.requests.${id}`, enc.encode(JSON.stringify(body)), {
     msgID: id,
     headers: h,
   });
@@ -124,11 +83,11 @@ function publishStreaming(id: string, prompt: string, replyTo?: string) {
 
 describe("deltas stored in OPENAI_STREAMS", () => {
   it("stores every delta with Openai-Stream-Seq 1..n and Proxy-Attempts, the same numbers as the live copies, then done", async () => {
-    await proxy();
+    await rig.proxy();
     const inbox = createInbox();
     const live: Msg[] = [];
     const done = new Promise<void>((resolve) => {
-      nc.subscribe(inbox, {
+      rig.nc.subscribe(inbox, {
         callback: (_e, m) => {
           live.push(m);
           if (m.headers?.get("Openai-Stream") === "done") resolve();
@@ -155,7 +114,7 @@ describe("deltas stored in OPENAI_STREAMS", () => {
     const completion = last.json<{ choices: { message: { content: string } }[] }>();
     expect(completion.choices[0]!.message.content).toBe(answer(WORDS));
     // The result is stored as before.
-    expect((await client.result("st-1"))?.completion?.choices?.[0]?.message?.content).toBe(
+    expect((await rig.client.result("st-1"))?.completion?.choices?.[0]?.message?.content).toBe(
       answer(WORDS),
     );
   });
@@ -163,13 +122,13 @@ describe("deltas stored in OPENAI_STREAMS", () => {
 
 describe("resume", () => {
   it("from the start and after n, while it runs and after it ended, two readers at once, equal the live text", async () => {
-    dev.setStreamChunkDelay(40);
-    await proxy();
+    rig.dev.setStreamChunkDelay(40);
+    await rig.proxy();
     let liveChunks = 0;
     let started!: () => void;
     const threeSeen = new Promise<void>((r) => (started = r));
     const liveRead = assemble(
-      client.stream(
+      rig.client.stream(
         { messages: [{ role: "user", content: WORDS }] },
         { id: "rs-1", timeoutMs: 20_000 },
       ),
@@ -182,8 +141,10 @@ describe("resume", () => {
     // Two readers join while it runs: one from the start, one after delta 2.
     const [live, fromStart, after2] = await Promise.all([
       liveRead,
-      assemble(client.resume("rs-1", { timeoutMs: 20_000 })),
-      assemble(client.stream({ messages: [] }, { resume: "rs-1", after: 2, timeoutMs: 20_000 })),
+      assemble(rig.client.resume("rs-1", { timeoutMs: 20_000 })),
+      assemble(
+        rig.client.stream({ messages: [] }, { resume: "rs-1", after: 2, timeoutMs: 20_000 }),
+      ),
     ]);
     expect(liveChunks).toBeGreaterThanOrEqual(12);
     expect(live.text).toBe(answer(WORDS));
@@ -200,17 +161,17 @@ describe("resume", () => {
     expect(first2 + after2.text).toBe(live.text);
     expect(after2.chunks).toBe(live.chunks - 2);
     // After the end: the backlog, then done, at once.
-    const late = await assemble(client.resume("rs-1", { after: 5 }));
+    const late = await assemble(rig.client.resume("rs-1", { after: 5 }));
     expect(late.chunks).toBe(live.chunks - 5);
-    const beyond = await assemble(client.resume("rs-1", { after: 1000 }));
+    const beyond = await assemble(rig.client.resume("rs-1", { after: 1000 }));
     expect(beyond.chunks).toBe(0);
     expect(beyond.final.ok).toBe(true);
   });
 
   it("the CLI prints the answer from the start or after n, and an unknown id fails at once with 404", async () => {
-    await proxy();
+    await rig.proxy();
     await assemble(
-      client.stream(
+      rig.client.stream(
         { messages: [{ role: "user", content: "alpha beta gamma delta" }] },
         {
           id: "rs-cli",
@@ -218,11 +179,11 @@ describe("resume", () => {
         },
       ),
     );
-    const env = { NATS_URL: server.url };
+    const env = { NATS_URL: rig.server.url };
     const all = spawnCli(["request", "--resume", "rs-cli"], env);
     const after = spawnCli(["request", "--resume", "rs-cli", "--after", "2"], env);
     const t0 = Date.now();
-    const unknown = await assemble(client.resume("no-such-stream")).catch((e: unknown) => e);
+    const unknown = await assemble(rig.client.resume("no-such-stream")).catch((e: unknown) => e);
     expect(unknown).toBeInstanceOf(ResumeError);
     expect((unknown as ResumeError).code).toBe(404);
     expect(Date.now() - t0).toBeLessThan(2000);
@@ -247,12 +208,12 @@ describe("resume", () => {
 describe("resuming a request that has not started", () => {
   it("waits while it is queued: a streaming one is followed from its first delta, one that does not stream returns its result", async () => {
     // No proxy yet: both requests wait in the queue when the readers come.
-    await applyStreams(nc, streams.dir);
+    await applyStreams(rig.nc, rig.streamsDir);
     await publishStreaming("rs-queued", WORDS);
-    await client.submit("not streamed", { id: "rs-queued-plain" });
+    await rig.client.submit("not streamed", { id: "rs-queued-plain" });
     let settled = 0;
-    const streamed = assemble(client.resume("rs-queued", { timeoutMs: 20_000 }));
-    const plain = assemble(client.resume("rs-queued-plain", { timeoutMs: 20_000 }));
+    const streamed = assemble(rig.client.resume("rs-queued", { timeoutMs: 20_000 }));
+    const plain = assemble(rig.client.resume("rs-queued-plain", { timeoutMs: 20_000 }));
     for (const p of [streamed, plain])
       p.then(
         () => settled++,
@@ -260,7 +221,7 @@ describe("resuming a request that has not started", () => {
       );
     // Each reader, having found neither a stream nor a result, follows the stream with its
     // own consumer: both are waiting (neither settled, no 404) until a worker starts.
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(rig.nc);
     const following = async () => {
       const filters: string[] = [];
       for await (const c of jsm.consumers.list("OPENAI_STREAMS"))
@@ -269,9 +230,9 @@ describe("resuming a request that has not started", () => {
         filters.includes(`openai.streams.${id}`),
       );
     };
-    await eventually(following, 10_000, `both readers following (${settled} settled)`);
+    await eventually(following, 10_000, "both readers following");
     expect(settled).toBe(0);
-    await proxy();
+    await rig.proxy();
     const a = await streamed;
     expect(a.text).toBe(answer(WORDS));
     expect(a.chunks).toBeGreaterThan(1);
@@ -286,11 +247,9 @@ describe("resuming a request that has not started", () => {
 describe("a stored delta that gets no PubAck", () => {
   it("fails the attempt (transient): the redelivery opens with a restart and the stream has no hole", async () => {
     let failed = 0;
-    await startTestProxy({
-      natsUrl: server.url,
-      openaiUrl: dev.url,
-      streamsDir: streams.dir,
-      deps: {
+    await rig.proxy(
+      {},
+      {
         // The third delta of the first attempt is lost.
         wrapStreamStore: (store) => (subject, r, key) => {
           if (key.endsWith(".1.3") && failed++ === 0)
@@ -298,9 +257,9 @@ describe("a stored delta that gets no PubAck", () => {
           return store(subject, r, key);
         },
       },
-    }).then((p) => proxies.push(p));
+    );
     const live = await assemble(
-      client.stream(
+      rig.client.stream(
         { messages: [{ role: "user", content: WORDS }] },
         { id: "lost-1", timeoutMs: 20_000 },
       ),
@@ -322,39 +281,39 @@ describe("a stored delta that gets no PubAck", () => {
     const second = kinds.slice(restart + 1);
     expect(second.at(-1)).toBe("2:done");
     expect(second.slice(0, -1)).toEqual(second.slice(0, -1).map((_, i) => `2:delta${i + 1}`));
-    const resumed = await assemble(client.resume("lost-1"));
+    const resumed = await assemble(rig.client.resume("lost-1"));
     expect(resumed.text).toBe(answer(WORDS));
   });
 });
 
 describe("a worker killed mid-stream", () => {
   it("the redelivered attempt opens with a restart; live, resumed and late readers each assemble the answer exactly once", async () => {
-    dev.setStreamChunkDelay(150);
-    const serve = spawnCli(["serve"], serveEnv(server.url, dev.url, streams.dir));
+    rig.dev.setStreamChunkDelay(150);
+    const serve = spawnCli(["serve"], serveEnv(rig.server.url, rig.dev.url, rig.streamsDir));
     try {
       await serve.waitFor(/nats-openai-proxy serving/, 30_000);
       let killAt!: () => void;
       const fourSeen = new Promise<void>((r) => (killAt = r));
       const live = assemble(
-        client.stream(
+        rig.client.stream(
           { messages: [{ role: "user", content: WORDS }] },
           { id: "kill-1", timeoutMs: 30_000 },
         ),
         (n) => n === 4 && killAt(),
       );
       await fourSeen;
-      const resumed = assemble(client.resume("kill-1", { timeoutMs: 30_000 }));
+      const resumed = assemble(rig.client.resume("kill-1", { timeoutMs: 30_000 }));
       await eventually(
         async () => (await stored("kill-1")).length >= 4,
         5000,
         "deltas of the first attempt stored",
       );
       expect(await serve.kill("SIGKILL")).not.toBe(0);
-      const callsBefore = dev.stats().calls;
-      await proxy(); // takes the request over once ack_wait expires
+      const callsBefore = rig.dev.stats().calls;
+      await rig.proxy(); // takes the request over once ack_wait expires
       const [a, b] = await Promise.all([live, resumed]);
-      const late = await assemble(client.resume("kill-1"));
-      expect(dev.stats().calls).toBe(callsBefore + 1);
+      const late = await assemble(rig.client.resume("kill-1"));
+      expect(rig.dev.stats().calls).toBe(callsBefore + 1);
       for (const r of [a, b, late]) {
         expect(r.text).toBe(answer(WORDS));
         expect(r.final.ok).toBe(true);

@@ -6,71 +6,25 @@
  * a transient 504: retried, and dead-lettered only at max_deliver.
  */
 import { jetstreamManager } from "@nats-io/jetstream";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import {
-  applyStreams,
-  eventually,
-  makeStreamsDir,
-  startTestProxy,
-  testClient,
-} from "../helpers/proxy.js";
-import type { Proxy } from "../../src/main.js";
-import type { ProxyClient } from "../../src/client/client.js";
-import { DeadLetters } from "../../src/client/dlq.js";
+import { describe, expect, it } from "vitest";
+import { createInbox, type Msg } from "@nats-io/transport-node";
+import { eventually } from "../helpers/proxy.js";
+import { sc, useRig } from "../helpers/rig.js";
 
-const sc = { decode: (d: Uint8Array) => new TextDecoder().decode(d) };
 const ANSWER = "(dev-openai test double) You said: ";
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let client: ProxyClient;
-let dlq: DeadLetters;
-const streams = makeStreamsDir({ ackWaitMs: 2000, maxDeliver: 2 });
-const proxies: Proxy[] = [];
-
-beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
-  await applyStreams(nc, streams.dir);
-  dlq = new DeadLetters(nc, await jetstreamManager(nc), {
-    dlqStream: "OPENAI_DLQ",
-    dlqPrefix: "openai.dlq",
-    requestsPrefix: "openai.requests",
-  });
+const rig = useRig({
+  streams: { ackWaitMs: 2000, maxDeliver: 2 },
+  applyStreams: true,
+  // One slot: a pinned slot shows as the next request never being served.
+  flags: { "worker.concurrency": 1, "openai.timeout_ms": 60_000 },
+  afterEach: (rig) => rig.dlq.purge(),
 });
-
-afterEach(async () => {
-  await Promise.all(proxies.splice(0).map((p) => p.stop(500)));
-  dev.reset();
-  await dlq.purge();
-});
-
-afterAll(async () => {
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-});
-
-/** One slot: a pinned slot shows as the next request never being served. */
-async function proxy(flags: Record<string, unknown>): Promise<Proxy> {
-  const p = await startTestProxy({
-    natsUrl: server.url,
-    openaiUrl: dev.url,
-    streamsDir: streams.dir,
-    flags: { "worker.concurrency": 1, "openai.timeout_ms": 60_000, ...flags },
-  });
-  proxies.push(p);
-  return p;
-}
 
 /** Streams a request; resolves with the final message (the first that is neither a delta nor a restart). */
 async function streamed(id: string, prompt: string): Promise<{ final: Msg; deltas: number }> {
   const inbox = createInbox();
-  const sub = nc.subscribe(inbox);
-  await client.submit(
+  const sub = rig.nc.subscribe(inbox);
+  await rig.client.submit(
     { messages: [{ role: "user", content: prompt }], stream: true },
     { id, replyTo: inbox },
   );
@@ -91,13 +45,13 @@ async function streamed(id: string, prompt: string): Promise<{ final: Msg; delta
 
 /** With one slot, a request after a stall completes only if the slot was freed. */
 async function slotIsFree(id: string): Promise<void> {
-  const r = await client.request(`next one ${id}`, { id, timeoutMs: 10_000 });
+  const r = await rig.client.request(`next one ${id}`, { id, timeoutMs: 10_000 });
   expect(r).toMatchObject({ ok: true, body: `${ANSWER}next one ${id}` });
 }
 
 describe("a stalled upstream", () => {
   it("a stream that stops mid-answer is retried (stream_idle_timeout_ms) and then succeeds", async () => {
-    await proxy({ "openai.stream_idle_timeout_ms": 300 });
+    await rig.proxy({ "openai.stream_idle_timeout_ms": 300 });
     const prompt = "stall once [[stall:2x1]]";
     const { final, deltas } = await streamed("stall-1", prompt);
     expect(final.headers?.get("Nats-Service-Error-Code") ?? "").toBe("");
@@ -108,36 +62,36 @@ describe("a stalled upstream", () => {
     };
     expect(body.choices[0]?.message.content).toBe(`${ANSWER}${prompt}`);
     expect(deltas).toBeGreaterThan(2); // the stalled attempt's 2, then the full answer's
-    expect(dev.stats()).toMatchObject({ calls: 2, ok: 1 });
+    expect(rig.dev.stats()).toMatchObject({ calls: 2, ok: 1 });
     await slotIsFree("after-stall-1");
   });
 
   it("a stream that always stalls is dead-lettered with 504 after max_deliver, and the slot is freed", async () => {
-    await proxy({ "openai.stream_idle_timeout_ms": 300, "openai.retries": 0 });
+    await rig.proxy({ "openai.stream_idle_timeout_ms": 300, "openai.retries": 0 });
     const { final } = await streamed("stall-always", "stall forever [[stall:2]]");
     expect(final.headers?.get("Nats-Service-Error-Code")).toBe("504");
     expect(final.headers?.get("Nats-Service-Error")).toMatch(/stream_idle_timeout_ms/);
     expect(final.headers?.get("Proxy-Attempts")).toBe("2");
-    expect(dev.stats().calls).toBe(2); // one call per delivery, max_deliver 2
-    const letters = await dlq.list();
+    expect(rig.dev.stats().calls).toBe(2); // one call per delivery, max_deliver 2
+    const letters = await rig.dlq.list();
     expect(letters.map((d) => [d.id, d.code, d.attempts])).toEqual([["stall-always", 504, 2]]);
     await slotIsFree("after-stall-always");
   });
 
   it("a plain answer whose body never comes is cut by call_deadline_ms (fetch transport)", async () => {
     // Built-in fetch resolves at the headers: the SDK's timeout_ms no longer covers the body.
-    await proxy({ "openai.transport": "fetch", "openai.call_deadline_ms": 500 });
-    const r = await client.request("body never comes [[stall:0x1]]", {
+    await rig.proxy({ "openai.transport": "fetch", "openai.call_deadline_ms": 500 });
+    const r = await rig.client.request("body never comes [[stall:0x1]]", {
       id: "deadline-1",
       timeoutMs: 10_000,
     });
     expect(r).toMatchObject({ ok: true, body: `${ANSWER}body never comes [[stall:0x1]]` });
-    expect(dev.stats()).toMatchObject({ calls: 2, ok: 1 });
+    expect(rig.dev.stats()).toMatchObject({ calls: 2, ok: 1 });
     await slotIsFree("after-deadline");
   });
 
   it("worker.max_delivery_ms ends a delivery that outlives it; the redelivery succeeds", async () => {
-    await proxy({
+    await rig.proxy({
       "openai.stream_idle_timeout_ms": 60_000,
       "openai.call_deadline_ms": 60_000,
       "worker.max_delivery_ms": 1000,
@@ -147,21 +101,21 @@ describe("a stalled upstream", () => {
     expect(final.headers?.get("Nats-Service-Error-Code") ?? "").toBe("");
     expect(final.headers?.get("Proxy-Attempts")).toBe("2"); // the first delivery was handed back
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
-    expect(dev.stats()).toMatchObject({ calls: 2, ok: 1 });
-    const jsm = await jetstreamManager(nc);
+    expect(rig.dev.stats()).toMatchObject({ calls: 2, ok: 1 });
+    const jsm = await jetstreamManager(rig.nc);
     await eventually(
       async () => (await jsm.streams.info("OPENAI_REQUESTS")).state.messages === 0,
       5_000,
       "the queue to drain",
     );
-    expect(await dlq.list()).toEqual([]);
+    expect(await rig.dlq.list()).toEqual([]);
     await slotIsFree("after-capped");
   });
 
   it("a delivery ended by the cap is a transient failure, not a shutdown: 504 at max_deliver", async () => {
     // Handled like a shutdown abort, it would be nak'ed without a verdict until the
     // poison path answered 500.
-    await proxy({
+    await rig.proxy({
       "openai.stream_idle_timeout_ms": 60_000,
       "worker.max_delivery_ms": 500,
       "openai.retries": 0,
@@ -172,8 +126,8 @@ describe("a stalled upstream", () => {
       "delivery exceeded worker.max_delivery_ms (500 ms)",
     );
     expect(final.headers?.get("Proxy-Attempts")).toBe("2");
-    expect((await dlq.list()).map((d) => [d.id, d.code])).toEqual([["capped-always", 504]]);
-    expect(dev.stats().calls).toBe(2);
+    expect((await rig.dlq.list()).map((d) => [d.id, d.code])).toEqual([["capped-always", 504]]);
+    expect(rig.dev.stats().calls).toBe(2);
     await slotIsFree("after-capped-always");
   });
 });

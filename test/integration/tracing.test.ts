@@ -8,19 +8,10 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
-import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServerHandle } from "../helpers/nats-server.js";
-import { startDevOpenAI, type DevOpenAI } from "../../src/dev-openai/server.js";
-import {
-  makeStreamsDir,
-  serveEnv,
-  spawnCli,
-  startTestProxy,
-  testClient,
-} from "../helpers/proxy.js";
+import { createInbox, headers, type Msg } from "@nats-io/transport-node";
+import { serveEnv, spawnCli } from "../helpers/proxy.js";
+import { useRig } from "../helpers/rig.js";
 import type { Proxy } from "../../src/main.js";
-import type { ProxyClient } from "../../src/client/client.js";
 import { parseTraceparent } from "../../src/protocol/traceparent.js";
 
 interface OtlpValue {
@@ -110,24 +101,7 @@ const attr = (s: OtlpSpan, k: string): string | number | boolean | undefined => 
   return v.stringValue ?? v.doubleValue ?? v.boolValue;
 };
 
-let server: NatsServerHandle;
-let dev: DevOpenAI;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
-let client: ProxyClient;
-const streams = makeStreamsDir({ ackWaitMs: 5000 });
-
-beforeAll(async () => {
-  [server, dev] = await Promise.all([startNatsServer(), startDevOpenAI()]);
-  ({ client, nc } = await testClient(server.url));
-  jsm = await jetstreamManager(nc);
-});
-
-afterAll(async () => {
-  await nc.close();
-  await Promise.all([server.stop(), dev.close()]);
-  streams.cleanup();
-});
+const rig = useRig({ streams: { ackWaitMs: 5000 }, resetDev: false });
 
 /** Submits with a Reply-To inbox and returns the reply message itself (headers included). */
 async function requestRaw(
@@ -136,15 +110,15 @@ async function requestRaw(
   extra: Record<string, string> = {},
 ): Promise<Msg> {
   const inbox = createInbox();
-  const sub = nc.subscribe(inbox, { max: 1, timeout: 15_000 });
-  await nc.flush();
-  await client.submit(prompt, { id, replyTo: inbox, headers: extra, priority: "high" });
+  const sub = rig.nc.subscribe(inbox, { max: 1, timeout: 15_000 });
+  await rig.nc.flush();
+  await rig.client.submit(prompt, { id, replyTo: inbox, headers: extra, priority: "high" });
   for await (const m of sub) return m;
   throw new Error(`no reply for ${id}`);
 }
 
 async function storedTraceparent(id: string): Promise<string | undefined> {
-  const sm = await jsm.direct.getMessage("OPENAI_RESULTS", {
+  const sm = await rig.jsm.direct.getMessage("OPENAI_RESULTS", {
     last_by_subj: `openai.results.${id}`,
   });
   return sm?.header.get("traceparent");
@@ -155,10 +129,7 @@ describe("with an OTLP endpoint", () => {
   let proxy: Proxy;
   beforeAll(async () => {
     const endpoint = await otlp.start();
-    proxy = await startTestProxy({
-      natsUrl: server.url,
-      openaiUrl: dev.url,
-      streamsDir: streams.dir,
+    proxy = await rig.startProxy({
       flags: { "tracing.otlp_endpoint": endpoint, "tracing.service_name": "proxy-under-test" },
     });
   });
@@ -209,9 +180,9 @@ describe("with an OTLP endpoint", () => {
     );
 
     // The upstream call carried the upstream span's context: same trace, parent = that span.
-    const sent = parseTraceparent(dev.stats().traceByPrompt[prompt]?.traceparent);
+    const sent = parseTraceparent(rig.dev.stats().traceByPrompt[prompt]?.traceparent);
     expect(sent).toMatchObject({ traceId, spanId: chat.spanId, flags: 1 });
-    expect(dev.stats().traceByPrompt[prompt]?.tracestate).toBe("vendor=abc");
+    expect(rig.dev.stats().traceByPrompt[prompt]?.tracestate).toBe("vendor=abc");
   });
 
   it("marks a failed upstream call and a dead-lettered request as errors", async () => {
@@ -234,18 +205,14 @@ describe("with an OTLP endpoint", () => {
 describe("without an OTLP endpoint (propagation only)", () => {
   let proxy: Proxy;
   beforeAll(async () => {
-    proxy = await startTestProxy({
-      natsUrl: server.url,
-      openaiUrl: dev.url,
-      streamsDir: streams.dir,
-    });
+    proxy = await rig.startProxy();
   });
   afterAll(() => proxy.stop(500));
 
   it("passes the caller's traceparent unchanged to the API, the reply and the result", async () => {
     const caller = "00-11111111111111111111111111111111-2222222222222222-01";
     const reply = await requestRaw("propagated as is", "plain-1", { Traceparent: caller });
-    expect(dev.stats().traceByPrompt["propagated as is"]?.traceparent).toBe(caller);
+    expect(rig.dev.stats().traceByPrompt["propagated as is"]?.traceparent).toBe(caller);
     expect(reply.headers?.get("traceparent")).toBe(caller);
     expect(await storedTraceparent("plain-1")).toBe(caller);
   });
@@ -254,31 +221,31 @@ describe("without an OTLP endpoint (propagation only)", () => {
     const viaClient = await requestRaw("started by the client", "plain-2");
     const started = viaClient.headers?.get("traceparent");
     expect(parseTraceparent(started)).toBeDefined();
-    expect(dev.stats().traceByPrompt["started by the client"]?.traceparent).toBe(started);
+    expect(rig.dev.stats().traceByPrompt["started by the client"]?.traceparent).toBe(started);
 
     const h = headers();
-    const viaShim = await nc.request(
+    const viaShim = await rig.nc.request(
       "openai_requests",
       new TextEncoder().encode("started by the shim"),
       { timeout: 15_000, headers: h },
     );
     const shimTrace = viaShim.headers?.get("traceparent");
     expect(parseTraceparent(shimTrace)).toBeDefined();
-    expect(dev.stats().traceByPrompt["started by the shim"]?.traceparent).toBe(shimTrace);
+    expect(rig.dev.stats().traceByPrompt["started by the shim"]?.traceparent).toBe(shimTrace);
 
     // An invalid traceparent is replaced, not passed on.
     await requestRaw("bad trace replaced", "plain-3", { traceparent: "00-zz-yy-01" });
-    const replaced = dev.stats().traceByPrompt["bad trace replaced"]?.traceparent;
+    const replaced = rig.dev.stats().traceByPrompt["bad trace replaced"]?.traceparent;
     expect(parseTraceparent(replaced)).toBeDefined();
 
     const cli = spawnCli(
       ["request", "started by the cli"],
-      serveEnv(server.url, dev.url, streams.dir),
+      serveEnv(rig.server.url, rig.dev.url, rig.streamsDir),
     );
     expect(await cli.exited).toBe(0);
     expect(cli.stdout()).toContain("started by the cli");
     expect(
-      parseTraceparent(dev.stats().traceByPrompt["started by the cli"]?.traceparent),
+      parseTraceparent(rig.dev.stats().traceByPrompt["started by the cli"]?.traceparent),
     ).toBeDefined();
   });
 });
