@@ -387,8 +387,9 @@ async function settleFailure(
     err.headers.set(H.requestSeq, String(m.seq));
     // Readers following the stream end with the error (best effort: the result has it too).
     await c.attempt?.finish(err).catch(() => undefined);
-    // A success of this message stored meanwhile (by another delivery) is what is sent.
-    const answer = await storeResult(d, c.id, err, { seq: m.seq });
+    // Conditional too (read now): a success of this message stored meanwhile by another
+    // delivery is never overwritten by an error, and it is what is sent.
+    const answer = await storeResult(d, c.id, err, { seq: m.seq, lastSeq: null });
     if (c.replyTo) {
       d.out.reply(c.replyTo, answer);
       await d.out.flush();
@@ -449,28 +450,23 @@ async function pause(
  * back, never answered with an error.
  *
  * Another delivery of the same message may be storing too (a redelivery while this
- * one's progress acks were lost, e.g. with the consumer's leader down). With
- * `race.lastSeq` (the id's last stored sequence when the delivery began; null: read it
- * now), and after any failed try (it may have been stored all the same), the store is
- * conditional on the subject's last sequence: whoever stores first wins, and a loser
+ * one's progress acks were lost, e.g. with the consumer's leader down). So every store
+ * is conditional on the subject's last sequence (`race.lastSeq`: the id's last stored
+ * sequence when the delivery began; null: read it now, as after any failed try, which
+ * may have been stored all the same): whoever stores first wins, and a loser
  * returns the stored success of this message (`race.seq`) instead of its own answer.
- * Without it (an error verdict), the first try is unconditional.
  * @returns what to reply: `r`, or the success another delivery stored first
  */
 async function storeResult(
   d: HandleDeps,
   id: string,
   r: Encoded,
-  race: { seq: number; lastSeq?: number | null },
+  race: { seq: number; lastSeq: number | null },
 ): Promise<Encoded> {
   const s = d.settings;
   let lastSeq = race.lastSeq;
   for (let attempt = 1; ; attempt++) {
     try {
-      if (lastSeq === undefined) {
-        await d.out.storeResult(id, r);
-        return r;
-      }
       if (lastSeq === null) {
         const prev = await d.out.lookupResult(id);
         if (prev && isSuccessOf(prev.headers, race.seq)) {
