@@ -3,7 +3,7 @@
  */
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Command } from "commander";
-import { DeadLetters } from "../client/dlq.js";
+import { DeadLetters, NotReplayableError } from "../client/dlq.js";
 import { action, addCommonOptions, CliError, withClient, type CommonFlags } from "./common.js";
 import type { ProxyClient } from "../client/client.js";
 import type { Config } from "../config/schema.js";
@@ -68,13 +68,26 @@ export function dlqCommand(): Command {
             const items = f.all ? await dl.list() : [await dl.show(id!)];
             if (items[0] === null) throw new CliError(`no dead letter for ${id}`);
             let n = 0;
+            let refused = 0;
             for (const d of items) {
               if (!d) continue;
-              await dl.replay(d);
+              try {
+                await dl.replay(d);
+              } catch (e) {
+                if (!(e instanceof NotReplayableError)) throw e;
+                if (!f.all) throw new CliError(e.message);
+                // --all goes on with the others and fails at the end.
+                process.stderr.write(`${e.message}\n`);
+                refused++;
+                continue;
+              }
               process.stdout.write(`${d.id}\n`);
               n++;
             }
-            process.stderr.write(`replayed ${n} dead letter(s)\n`);
+            process.stderr.write(
+              `replayed ${n} dead letter(s)${refused ? `, ${refused} cannot be replayed (above)` : ""}\n`,
+            );
+            if (refused) process.exitCode = 1;
           });
         }),
       ),

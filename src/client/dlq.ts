@@ -38,6 +38,11 @@ export interface DeadLetter {
   data: Uint8Array;
 }
 
+/** A dead letter that cannot be put back (it was kept without its body). */
+export class NotReplayableError extends Error {
+  override readonly name = "NotReplayableError";
+}
+
 function toDeadLetter(sm: StoredMsg, requestsPrefix: string): DeadLetter {
   const h = sm.header;
   const id = idFromSubject(sm.subject);
@@ -174,6 +179,12 @@ export class DeadLetters {
    * outlives the original message), then removes it from the DLQ.
    */
   async replay(d: DeadLetter): Promise<void> {
+    const omitted = d.headers.get(H.bodyOmitted);
+    if (omitted !== "") {
+      throw new NotReplayableError(
+        `dead letter ${d.id} has no body: the request (${omitted} bytes) and its failure did not fit in one message under the server's max_payload, so only its headers were kept; resubmit it from its source, and raise max_payload above the stream's max_msg_size to keep whole dead letters`,
+      );
+    }
     const h = copyHeaders(d.headers);
     for (const k of [H.serviceError, H.serviceErrorCode, H.failedAt, H.attempts]) h.delete(k);
     const key = `${d.id}.replay.${d.seq}`;

@@ -11,7 +11,7 @@
  * Answers carry no secret: dead letters are shown without their headers or body.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { DeadLetter, DeadLetters } from "../client/dlq.js";
+import { NotReplayableError, type DeadLetter, type DeadLetters } from "../client/dlq.js";
 import { scrub } from "../config/redact.js";
 import type { Logger } from "../log.js";
 import { idProblem } from "../protocol/subjects.js";
@@ -192,7 +192,12 @@ export function apiRoutes(d: ApiDeps): Route {
         if (method !== "POST") throw new HttpError(405, "use POST");
         const dl = await d.dlq.show(id);
         if (!dl) throw new HttpError(404, `no dead letter for ${id}`);
-        await d.dlq.replay(dl);
+        try {
+          await d.dlq.replay(dl);
+        } catch (e) {
+          if (e instanceof NotReplayableError) throw new HttpError(409, e.message);
+          throw e;
+        }
         d.log.info({ id, seq: dl.seq }, "dead letter replayed (operator API)");
         send(res, 200, { replayed: id });
         return;

@@ -23,6 +23,8 @@ export const H = {
   requestSeq: "Proxy-Request-Seq",
   /** on a dead letter: the subject the request was queued on (replay restores it) */
   requestSubject: "Proxy-Request-Subject",
+  /** on a dead letter kept without its body (it would not fit): the body's size in bytes */
+  bodyOmitted: "Proxy-Body-Omitted",
   priority: "Proxy-Priority",
   tenant: "Proxy-Tenant",
   /** W3C Trace Context, as on HTTP (docs/operations.md#tracing) */

@@ -64,6 +64,9 @@ export interface OutputNames {
   requestsPrefix: string;
 }
 
+/** A dead letter's error text is cut here (upstream messages can be long). */
+const MAX_ERROR_CHARS = 2000;
+
 /** Outputs on a real connection. */
 export function natsOutputs(
   nc: NatsConnection,
@@ -116,14 +119,27 @@ export function natsOutputs(
     },
     async deadLetter(id, key, original, failure) {
       const h = copyHeaders(original.headers);
-      h.set(H.serviceError, failure.message.replace(/[\r\n]+/g, " "));
+      const why = failure.message.replace(/[\r\n]+/g, " ");
+      h.set(
+        H.serviceError,
+        why.length > MAX_ERROR_CHARS ? `${why.slice(0, MAX_ERROR_CHARS)}…` : why,
+      );
       h.set(H.serviceErrorCode, String(failure.code));
       h.set(H.attempts, String(failure.attempts));
       h.set(H.failedAt, new Date().toISOString());
       h.set(H.requestSubject, failure.subject);
       h.set(H.msgId, key);
+      // A request as large as max_payload leaves no room for the failure headers: the dead
+      // letter keeps everything but the body (which only the submitter can send again),
+      // so the request still settles instead of being handed back for ever.
+      let data = original.data;
+      const max = nc.info?.max_payload ?? 0;
+      if (max > 0 && encodedSize({ headers: h, data }) > max) {
+        h.set(H.bodyOmitted, String(data.length));
+        data = new Uint8Array(0);
+      }
       // The key makes a retried write of the same dead letter idempotent.
-      await js.publish(subjectFor(n.dlqPrefix, id), original.data, { headers: h, msgID: key });
+      await js.publish(subjectFor(n.dlqPrefix, id), data, { headers: h, msgID: key });
     },
     async requeue(id, key, original) {
       const h = copyHeaders(original.headers);

@@ -8,7 +8,15 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
 import { createInbox, headers, type Msg } from "@nats-io/transport-node";
-import { eventually } from "../helpers/proxy.js";
+import {
+  eventually,
+  makeStreamsDir,
+  spawnCli,
+  startTestProxy,
+  testClient,
+} from "../helpers/proxy.js";
+import { startNatsServer } from "../helpers/nats-server.js";
+import { DeadLetters } from "../../src/client/dlq.js";
 import { sc, useRig } from "../helpers/rig.js";
 import type { ProxyDeps } from "../../src/main.js";
 import type { ProxyClient } from "../../src/client/client.js";
@@ -161,5 +169,62 @@ describe("a result store that fails", () => {
     await rig.nc.flush();
     expect(sub.getReceived()).toBe(1); // the one success, no error reply
     sub.unsubscribe();
+  });
+});
+
+describe("a dead letter that cannot fit in one message", () => {
+  it("keeps everything but the body (Proxy-Body-Omitted), so the request settles; replay says why it cannot", async () => {
+    // The queue accepts a request as large as max_payload: its dead letter (the body plus
+    // the failure headers) then exceeds it.
+    const server = await startNatsServer({ maxPayload: MAX_PAYLOAD });
+    const streams = makeStreamsDir({
+      ackWaitMs: 2000,
+      maxDeliver: MAX_DELIVER,
+      maxMsgSize: MAX_PAYLOAD,
+    });
+    const { client, nc } = await testClient(server.url);
+    const proxy = await startTestProxy({
+      natsUrl: server.url,
+      openaiUrl: rig.dev.url,
+      streamsDir: streams.dir,
+      flags: { "openai.retries": 0 },
+    });
+    try {
+      const body = sc.encode(`{${"x".repeat(MAX_PAYLOAD - 300)}`); // not JSON: a 400
+      const inbox = createInbox();
+      const sub = nc.subscribe(inbox, { max: 1, timeout: 20_000 });
+      await client.submitRaw(body, "application/json", { id: "huge-bad", replyTo: inbox });
+      let reply: Msg | undefined;
+      for await (const m of sub) reply = m;
+      expect(code(reply!)).toBe("400");
+      const jsm = await jetstreamManager(nc);
+      await eventually(
+        async () => (await jsm.streams.info("OPENAI_REQUESTS")).state.messages === 0,
+        15_000,
+        "the queue to drain",
+      );
+      const dlq = new DeadLetters(nc, jsm, {
+        dlqStream: "OPENAI_DLQ",
+        dlqPrefix: "openai.dlq",
+        requestsPrefix: "openai.requests",
+      });
+      const d = await dlq.show("huge-bad");
+      expect(d?.code).toBe(400);
+      expect(d?.data.length).toBe(0);
+      expect(d?.headers.get("Proxy-Body-Omitted")).toBe(String(body.length));
+      expect(await client.result("huge-bad")).toMatchObject({ ok: false, code: 400 });
+      await expect(dlq.replay(d!)).rejects.toThrow(/has no body.*resubmit/);
+      expect(await dlq.show("huge-bad")).not.toBeNull(); // kept, not replayed empty
+      const all = spawnCli(["dlq", "replay", "--all"], { NATS_URL: server.url });
+      expect(await all.exited).toBe(1);
+      expect(all.stderr()).toMatch(/dead letter huge-bad has no body/);
+      expect(all.stderr()).toMatch(/replayed 0 dead letter\(s\), 1 cannot be replayed/);
+      expect(await dlq.show("huge-bad")).not.toBeNull();
+    } finally {
+      await proxy.stop(500);
+      await nc.close();
+      await server.stop();
+      streams.cleanup();
+    }
   });
 });
