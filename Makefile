@@ -10,7 +10,7 @@ CLI := node dist/cli/main.js
 SRC := $(shell find src web -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json web/tsconfig.json
 
 .PHONY: help setup deps nats-server redis-server build run demo test test-integration lint format \
-        streams-apply streams-info streams-purge dlq-list dlq-replay dlq-purge bench throughput soak \
+        streams-apply streams-info streams-purge dlq-list dlq-replay dlq-purge bench bench-streams throughput soak \
         chromium screenshot clean distclean
 
 # nats-server >= 2.10: NATS_SERVER_BIN, else PATH or /usr/sbin, else Debian's package unpacked
@@ -95,7 +95,11 @@ redis-server: ## install redis-server from Debian if missing (the BullMQ baselin
 
 bench: setup redis-server ## benchmark suite (bounded; prints ratios to baselines measured in the same run), then the 2-minute rate-limit run
 	node --import tsx bench/run.ts $(ARGS)
+	node --import tsx bench/streams-cache.ts $(STREAM_ARGS)
 	node --import tsx scripts/bench-ratelimit.ts $(RATE_ARGS)
+
+bench-streams: setup ## what storing streamed deltas and the response cache cost (tokens/s with and without OPENAI_STREAMS; cache hit vs direct call)
+	node --import tsx bench/streams-cache.ts $(STREAM_ARGS)
 
 throughput: setup ## requests/s through one proxy (default 200 ms latency, concurrency 64)
 	node --import tsx scripts/throughput.ts $(ARGS)
