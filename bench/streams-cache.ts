@@ -10,6 +10,7 @@
  *    0 ms and at 200 ms per call), one at a time.
  *
  *   node --import tsx bench/streams-cache.ts [--streams 50] [--requests 300] [--words 60]
+ *                                            [--stream-delay ms] [--hits 200]
  *
  * Bounded: a fixed number of requests per run, and every wait has a timeout. The test
  * double is a LOCAL TEST DOUBLE of the OpenAI API in its own process (not OpenAI).
@@ -34,12 +35,15 @@ const { values } = parseArgs({
     requests: { type: "string", default: "300" },
     words: { type: "string", default: "60" },
     hits: { type: "string", default: "200" },
+    "stream-delay": { type: "string", default: "0" },
   },
 });
 const S = Number(values.streams);
 const N = Number(values.requests);
 const WORDS = Number(values.words);
 const HITS = Number(values.hits);
+/** ms between the test double's SSE chunks (0: as fast as the CPU allows) */
+const CHUNK_MS = Number(values["stream-delay"]);
 
 async function startDev(latencyMs: number): Promise<{ url: string; stop: () => void }> {
   const port = await freePort();
@@ -53,6 +57,8 @@ async function startDev(latencyMs: number): Promise<{ url: string; stop: () => v
       String(port),
       "--latency",
       String(latencyMs),
+      "--stream-delay",
+      String(CHUNK_MS),
     ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
   );
@@ -154,7 +160,7 @@ async function cacheRun(latencyMs: number): Promise<{ hit: number[]; direct: num
 
 try {
   process.stdout.write(
-    `streams-cache bench: ${N} streaming requests of ${WORDS} words, ${S} at a time, one proxy; the same run alternates with and without OPENAI_STREAMS writes\n`,
+    `streams-cache bench: ${N} streaming requests of ${WORDS} words, ${S} at a time, one proxy, test double ${CHUNK_MS} ms between chunks; the same run alternates with and without OPENAI_STREAMS writes\n`,
   );
   // A first run warms the JIT and the server up; it is not counted.
   const warm = await streamRun("warm-up", true, -1);
