@@ -1,6 +1,6 @@
 /**
  * The JSON the page reads from /api (src/http/overview.ts and src/http/api.ts answer it;
- * test/unit/web-types.test.ts checks at compile time that the two agree).
+ * test/integration/operator-api.test.ts checks at compile time that the two agree).
  */
 
 export type Priority = "high" | "normal" | "low";
