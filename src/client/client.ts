@@ -357,18 +357,40 @@ export class ProxyClient {
     const problem = idProblem(id);
     if (problem) throw new ClientError(Code.badRequest, problem, id);
     const subject = subjectFor(this.names.resultsPrefix, id);
-    // Subscribe before reading, so a result stored in between is not missed.
+    // Subscribe before reading, so a result published after the read is not missed.
     const sub = o.wait ? this.nc.subscribe(subject, { max: 1 }) : undefined;
     try {
       const stored = await this.lookup(subject);
       if (stored || !sub) return stored ? readResult(id, stored.header, stored.data) : null;
+      // The server delivers a publish to subscribers at once and stores it a moment later:
+      // a result published just before the subscription and read just before it was
+      // stored is in neither. Reading again now and then (250 ms, doubling to 2 s) finds it.
+      let found: ResultView | undefined;
+      let poll: NodeJS.Timeout | undefined;
+      const again = (ms: number) => {
+        poll = setTimeout(() => {
+          void this.lookup(subject).then(
+            (sm) => {
+              if (sm && !sub.isClosed()) {
+                found = readResult(id, sm.header, sm.data);
+                sub.unsubscribe();
+              } else if (!sub.isClosed()) again(Math.min(ms * 2, 2000));
+            },
+            () => {
+              if (!sub.isClosed()) again(Math.min(ms * 2, 2000));
+            },
+          );
+        }, ms);
+      };
+      again(250);
       const timer = o.timeoutMs ? setTimeout(() => sub.unsubscribe(), o.timeoutMs) : undefined;
       try {
         for await (const m of sub) return readResult(id, m.headers, m.data);
       } finally {
         clearTimeout(timer);
+        clearTimeout(poll);
       }
-      return null;
+      return found ?? null;
     } finally {
       if (sub && !sub.isClosed()) sub.unsubscribe();
     }
