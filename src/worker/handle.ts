@@ -5,7 +5,6 @@
  * exactly one of: nak with a delay, dead letter + error reply + ack, or a requeue.
  */
 import pRetry, { AbortError } from "p-retry";
-import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { Lane } from "../nats/lanes.js";
 import {
   DEFAULT_TENANT,
@@ -33,7 +32,7 @@ import { backoffDelay, nakDelay } from "./backoff.js";
 import type { CircuitBreaker } from "./breaker.js";
 import { classify, Failure } from "./errors.js";
 import { isWrongLastSequence } from "../nats/errors.js";
-import type { Outputs } from "./outputs.js";
+import { asEncoded, deadLetterKey, type Outputs } from "./outputs.js";
 import { sleep } from "./sleep.js";
 import type { RateLimiter } from "./ratelimit.js";
 import type { ResponseCache } from "./cache.js";
@@ -224,7 +223,7 @@ async function handleOne(
       // receive someone else's answer.
       if (prev && isSuccessOf(prev.headers, m.seq)) {
         if (replyTo) {
-          d.out.reply(replyTo, { headers: prev.headers ?? natsHeaders(), data: prev.data });
+          d.out.reply(replyTo, asEncoded(prev));
           await d.out.flush();
         }
         m.ack();
@@ -368,7 +367,7 @@ async function settleFailure(
   const verdict = async () => {
     const original = { headers: m.headers, data: m.data };
     // Dead letter first: if it cannot be stored, nothing is acked and nothing is lost.
-    await d.out.deadLetter(c.id, `${c.id}.dlq.${m.seq}`, original, {
+    await d.out.deadLetter(c.id, deadLetterKey(c.id, m.seq), original, {
       code: f.code,
       message: f.message,
       attempts: c.attempts,
@@ -470,7 +469,7 @@ async function storeResult(
       if (lastSeq === null) {
         const prev = await d.out.lookupResult(id);
         if (prev && isSuccessOf(prev.headers, race.seq)) {
-          return { headers: prev.headers ?? natsHeaders(), data: prev.data };
+          return asEncoded(prev);
         }
         lastSeq = prev?.seq ?? 0;
       }

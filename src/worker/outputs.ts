@@ -64,6 +64,19 @@ export interface OutputNames {
   requestsPrefix: string;
 }
 
+/**
+ * The Nats-Msg-Id of the dead letter of request message `seq` of `id`: a retried write of
+ * it is deduplicated, and the poison path recognises a message's own dead letter by it.
+ */
+export function deadLetterKey(id: string, seq: number): string {
+  return `${id}.dlq.${seq}`;
+}
+
+/** A stored message as something to reply with. */
+export function asEncoded(m: StoredMessage): Encoded {
+  return { headers: m.headers ?? natsHeaders(), data: m.data };
+}
+
 /** A dead letter's error text is cut here (upstream messages can be long). */
 const MAX_ERROR_CHARS = 2000;
 

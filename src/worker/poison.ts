@@ -19,7 +19,7 @@ import { H, isJsonType } from "../protocol/headers.js";
 import { carryHeaders, encodeError, isResultOf, isSuccessOf } from "../protocol/result.js";
 import { idFromSubject, replyToProblem } from "../protocol/subjects.js";
 import type { Logger } from "../log.js";
-import type { Outputs } from "./outputs.js";
+import { deadLetterKey, type Outputs } from "./outputs.js";
 
 export interface PoisonWatchOptions {
   stream: string;
@@ -169,7 +169,7 @@ async function settledBefore(
   if (!isResultOf(prev?.headers, sm.seq)) return undefined;
   // Not allowed to read the DLQ (an older permission set): prove nothing, dead-letter it.
   const dl = await out.lookupDeadLetter(id).catch(() => null);
-  return dl?.headers?.get(H.msgId) === `${id}.dlq.${sm.seq}` ? "dead-lettered" : undefined;
+  return dl?.headers?.get(H.msgId) === deadLetterKey(id, sm.seq) ? "dead-lettered" : undefined;
 }
 
 async function deadLetterStored(
@@ -184,7 +184,7 @@ async function deadLetterStored(
   const id = idFromSubject(sm.subject);
   const message = `poison: delivered ${deliveries} times and no worker finished it (it crashed or hung the worker each time); inspect it with "nats-openai-proxy dlq show ${id}"`;
   const original = { headers: sm.header, data: sm.data };
-  await out.deadLetter(id, `${id}.dlq.${seq}`, original, {
+  await out.deadLetter(id, deadLetterKey(id, seq), original, {
     code: Code.internal,
     message,
     attempts: deliveries,
